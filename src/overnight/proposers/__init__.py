@@ -1,0 +1,1 @@
+"""Proposers invent experiments; see `base.BaseProposer` and `registry.load_proposer`."""

@@ -1,0 +1,54 @@
+"""The proposer interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from overnight.records import ExperimentRecord, Proposal
+
+
+@dataclass
+class Context:
+    """What a proposer knows when it proposes. Built from the ledger, never from memory,
+    so a restarted controller proposes as well as one that never stopped."""
+
+    study: str
+    instructions: str
+    surface: dict[str, str]  # path -> content of the current best
+    metric: str
+    goal: str  # "minimize" | "maximize"
+    budget_s: float
+    best_experiment: int
+    best_value: float | None
+    baseline_value: float | None
+    history: list[ExperimentRecord]  # every decided experiment, oldest first
+    seed: int = 0
+    best_commit: str = ""
+    repo_root: str = ""
+    lessons: list[str] = field(default_factory=list)
+    trace_digest: str = ""
+    last_crash_log: str = ""
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+class BaseProposer(ABC):
+    """Invents proposals. Never runs experiments and never touches git: the loop does."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def propose(self, ctx: Context) -> Proposal:
+        """Return the next proposal for the surface in `ctx`."""
+
+    def observe(self, result: ExperimentRecord) -> None:  # noqa: B027 - optional hook
+        """Learn from a decided experiment (its proposal came from this proposer or another)."""
+
+    def describe(self) -> str:
+        """One line for the user: which proposer this is and how it is set up."""
+        return self.name
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (HTTP clients, subprocesses)."""
