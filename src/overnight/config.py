@@ -1,0 +1,397 @@
+"""The `overnight.toml` contract (DESIGN §4.1): pydantic models, durations and clear errors.
+
+Every mistake a user can make in the file surfaces as ONE `ConfigError` that names the file,
+the key in TOML form (`[study].budget`, `[[constraint]][0].max`) and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterable
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from overnight.errors import ConfigError
+
+CONFIG_FILE = "overnight.toml"
+DURATION_HINT = "expected a duration like '90s', '5m' or '1h30m'"
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+# The study name becomes the ref component in `overnight/<name>`; git refuses the rest.
+_BRANCH_NAME = re.compile(r"^(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9_.-]*(?<!\.)$")
+_PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.-]*(:[A-Za-z_][\w.]*)?$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?)?$", re.IGNORECASE)
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in `value`: a bare number of seconds or a string like "90s", "5m", "1h30m"."""
+    seconds = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif _DURATION.fullmatch(text):
+            seconds = sum(
+                float(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION_PART.findall(text)
+            )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(DURATION_HINT)
+    return seconds
+
+
+def _normalize_pattern(pattern: str) -> str:
+    pattern = pattern.strip()
+    while pattern.startswith("./"):
+        pattern = pattern[2:]
+    return pattern.rstrip("/")
+
+
+def _match_parts(pattern: list[str], parts: list[str]) -> bool:
+    # Matching a leading run of directories is enough: a directory covers what is below it.
+    if not pattern:
+        return True
+    if pattern[0] == "**":
+        return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return (
+        bool(parts) and fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
+    )
+
+
+def match_any(path: str, patterns: Iterable[str]) -> bool:
+    """Whether repo-relative `path` matches a glob, per path segment (`*` stays inside one
+    directory, `**` spans any number), or lies below a matching directory, as in .gitignore."""
+    parts = _normalize_pattern(path).split("/")
+    return any(_match_parts(_normalize_pattern(p).split("/"), parts) for p in patterns if p.strip())
+
+
+def _must(ok: Callable[[Any], object], expected: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not ok(value):  # a falsy result or a failed regex match
+            raise ValueError(expected)
+        return value
+
+    return AfterValidator(check)
+
+
+NonBlank = Annotated[str, _must(lambda v: bool(v.strip()), "expected a non-empty string")]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Kind = Annotated[str, _must(_PLUGIN_KIND.match, 'expected a name or "package.module:Class"')]
+Goal = Literal["minimize", "maximize"]
+_GIT = "expected a name of letters, digits, '-', '_' or '.' (it names a git branch)"
+BranchName = Annotated[str, _must(_BRANCH_NAME.match, _GIT)]
+_NAME = "expected a metric name without spaces, ':' or '=', e.g. \"val_loss\""
+MetricName = Annotated[str, _must(re.compile(r"[^\s:=]+").fullmatch, _NAME)]
+_PAIR = "expected [usd per 1M input tokens, usd per 1M output tokens]"
+PricePair = Annotated[list[float], _must(lambda v: len(v) == 2 and min(v) >= 0, _PAIR)]
+_GPUS = "expected distinct GPU indices >= 0, e.g. [0, 1]"
+GpuList = Annotated[
+    list[int], _must(lambda v: len(set(v)) == len(v) and min(v, default=0) >= 0, _GPUS)
+]
+_SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
+MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
+
+
+class _Section(BaseModel):
+    # strict: TOML values are typed already, so "2" for an integer is a mistake to report.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StudyConfig(_Section):
+    name: BranchName
+    instructions: str = "program.md"
+    surface: Annotated[
+        list[str],
+        BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+        _must(bool, 'expected at least one file, e.g. ["train.py"]'),
+    ]
+    protect: list[str] = Field(default_factory=list)
+    budget: Duration
+
+    @field_validator("surface", "protect")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        out = [_normalize_pattern(p) for p in value]
+        for norm, given in zip(out, value, strict=True):
+            if not norm or norm.startswith("/") or ".." in norm.split("/"):
+                raise ValueError(f"expected paths relative to the repo root, got {given!r}")
+        return out
+
+
+class RunConfig(_Section):
+    command: NonBlank
+    pass_env: list[str] = Field(default_factory=list)
+
+
+class MetricConfig(_Section):
+    name: MetricName
+    goal: Goal = "minimize"
+    command: str = ""
+    min_improvement: float | str = 0.0
+    repeats: int = Field(default=1, ge=1)
+    confirm: bool = False
+    prefer_simpler: bool = False
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    remeasure_every: int = Field(default=0, ge=0)
+
+    @field_validator("min_improvement", mode="before")
+    @classmethod
+    def _improvement(cls, value: Any) -> float | str:
+        hint = 'expected a number >= 0 or a percentage like "0.5%"'
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(hint)
+        text = str(value).strip()
+        number = text.removesuffix("%").strip()
+        try:
+            amount = float(number)
+        except ValueError:
+            raise ValueError(hint) from None
+        if not math.isfinite(amount) or amount < 0:
+            raise ValueError(hint)
+        return f"{number}%" if text.endswith("%") else amount
+
+    @property
+    def relative(self) -> bool:
+        return isinstance(self.min_improvement, str)
+
+    def threshold(self, best: float) -> float:
+        """The absolute improvement over `best` a candidate needs to count as better."""
+        if isinstance(self.min_improvement, str):
+            return float(self.min_improvement[:-1]) / 100.0 * abs(best)
+        return float(self.min_improvement)
+
+
+class CheckConfig(_Section):
+    command: str = ""
+
+
+class HoldoutConfig(_Section):
+    command: str = ""
+    # validate_default: an empty name is an error only once a command is set.
+    name: str = Field(default="", validate_default=True)
+    goal: Goal = "maximize"
+    tolerance: float = Field(default=0.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_when_command(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("command", "").strip() and not value.strip():
+            raise ValueError("missing (required when [holdout].command is set)")
+        return value
+
+
+class ConstraintConfig(_Section):
+    name: NonBlank
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ConstraintConfig:
+        if self.max is None and self.min is None:
+            raise ValueError("expected max and/or min")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"expected min <= max, got min = {self.min}, max = {self.max}")
+        return self
+
+
+class TracesConfig(_Section):
+    prompt_chars: int = Field(default=20000, gt=0)
+
+
+class ProposerConfig(_Section):
+    kind: Kind = "auto"
+    provider: Literal["anthropic", "openai"] = "anthropic"
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+    command: str = ""
+    max_tokens: int = Field(default=8192, gt=0)
+    temperature: float = Field(default=0.7, ge=0)
+    timeout: Duration = 300.0
+    max_retries: int = Field(default=5, ge=0)
+    # model -> [usd per 1M input tokens, usd per 1M output tokens]
+    prices: dict[str, PricePair] = Field(default_factory=dict)
+
+
+class ExecutorConfig(_Section):
+    kind: Kind = "local"
+    workers: int = Field(default=1, ge=1)
+    gpus: GpuList = Field(default_factory=list)
+    address: str = ""
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+
+
+class SandboxConfig(_Section):
+    network: bool = True
+    memory: MemorySize = ""
+    pids: int = Field(default=0, ge=0)
+
+
+class Config(_Section):
+    study: StudyConfig
+    run: RunConfig
+    metric: MetricConfig
+    check: CheckConfig = Field(default_factory=CheckConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    constraints: list[ConstraintConfig] = Field(default_factory=list, alias="constraint")
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    proposer: ProposerConfig = Field(default_factory=ProposerConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+
+    # Private, so that `path` or `root` written in the TOML is still an unknown key.
+    _path: Path = PrivateAttr(default_factory=lambda: Path(CONFIG_FILE).absolute())
+    _root: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def path(self) -> Path:
+        """The config file, absolute."""
+        return self._path
+
+    @property
+    def root(self) -> Path:
+        """The repository root: the config file's directory."""
+        return self._root
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the cwd when it lies below it, else absolute: as a user would type it."""
+    absolute = Path(path).absolute()
+    try:
+        return absolute.relative_to(Path.cwd().absolute()).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; every problem becomes one `ConfigError`."""
+    path = Path(path)
+    name = display_path(path)
+    if not path.is_file():
+        raise ConfigError(f"{name}: not found; run `overnight init` to create one")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}: cannot read: {exc}") from None
+    return config_from_dict(data, path=path)
+
+
+def config_from_dict(data: dict[str, Any], *, path: Path = Path(CONFIG_FILE)) -> Config:
+    """Validate already-parsed TOML data as if it had been read from `path`."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        # A misspelt key also shows up as the real key "missing": name the typo first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{display_path(path)}: {_describe(errors[0])}{more}") from None
+    cfg._path = Path(path).absolute()
+    cfg._root = cfg._path.parent
+    return cfg
+
+
+def _toml_key(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "(top level)"
+    key = "[[constraint]]" if loc[0] == "constraint" else f"[{loc[0]}]"
+    return key + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the table that holds the unknown key at `loc`."""
+    model: Any = Config
+    if len(loc) > 1:
+        field = next(f for n, f in Config.model_fields.items() if (f.alias or n) == loc[0])
+        model = field.annotation
+        model = typing.get_args(model)[0] if typing.get_origin(model) is list else model
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _show(value: Any, quote: str = '"') -> str:
+    if isinstance(value, str):
+        text = repr(value) if quote == "'" else json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = "a table" if isinstance(value, dict) else json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# pydantic error type minus "_type" -> what TOML value was expected
+_TYPES = dict(string="a string", int="an integer", float="a number", bool="true or false")
+_TYPES.update(list="an array", dict="a table", model="a table", finite_number="a finite number")
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as `[section].key: expected ..., got ...`."""
+    kind, loc = error["type"], tuple(error["loc"])
+    ctx, value, key = error.get("ctx") or {}, error.get("input"), _toml_key(loc)
+    if kind == "extra_forbidden":
+        what = "section" if len(loc) == 1 and isinstance(value, dict) else "key"
+        return f"{key}: unknown {what} (allowed: {', '.join(_allowed_keys(loc))})"
+    if kind == "missing":
+        return f"{key}: missing (required)"
+    if kind == "literal_error":
+        expected = re.sub(r"'([^']*)'", r'"\1"', str(ctx.get("expected", "")))
+        return f"{key}: expected {expected}, got {_show(value)}"
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+        if "got" not in message and not message.startswith("missing") and type(value) is not dict:
+            message += f", got {_show(value, quote=chr(39))}"
+        return f"{key}: {message}"
+    if kind == "list_type" and loc == ("constraint",):
+        return "[[constraint]]: expected an array of tables, each written [[constraint]]"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()), "")
+        return f"{key}: expected a number {_BOUNDS[kind]} {bound}, got {_show(value)}"
+    expected = _TYPES.get(kind.removesuffix("_type"))
+    return f"{key}: {f'expected {expected}' if expected else error['msg']}, got {_show(value)}"
+
+
+def resolve_surface(
+    patterns: list[str],
+    tracked: Iterable[str],
+    config_name: str = CONFIG_FILE,
+    *,
+    root: Path | None = None,
+) -> list[str]:
+    """The tracked files the surface globs name, sorted; a glob that names none is an error.
+    `root` (default: the cwd) is only looked at to explain a miss: untracked or absent."""
+    files = sorted({_normalize_pattern(t) for t in tracked})
+    base = Path.cwd() if root is None else Path(root)
+    found: set[str] = set()
+    for pattern in patterns:
+        hits = [f for f in files if match_any(f, [pattern])]
+        if not hits:
+            norm = _normalize_pattern(pattern)
+            why = f"`{norm}` does not exist"
+            if norm and not norm.startswith("/") and any(base.glob(norm)):
+                why = f"`{norm}` exists but is not tracked by git; `git add` and commit it first"
+            raise ConfigError(f"{config_name}: [study].surface: {why}")
+        found.update(hits)
+    return sorted(found)

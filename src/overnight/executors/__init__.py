@@ -1,0 +1,1 @@
+"""Executors decide where runs happen: `local` slots or a `ray` cluster."""

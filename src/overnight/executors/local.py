@@ -1,0 +1,85 @@
+"""Runs on this machine, one git worktree per slot."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from overnight.executors.base import BaseExecutor, RunReport, RunTask
+from overnight.guard import ProtectedFiles, outside_surface
+from overnight.metrics import read_metrics
+from overnight.runner import run_command
+from overnight.workspace import Workspace
+
+
+class LocalExecutor(BaseExecutor):
+    def __init__(
+        self,
+        workspace: Workspace,
+        surface: list[str],
+        protected: ProtectedFiles,
+        slots: int = 1,
+        gpus: list[int] | None = None,
+    ) -> None:
+        self.ws = workspace
+        self.surface = surface
+        self.protected = protected
+        self.slots = slots
+        self.gpus = gpus or []
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, task: RunTask) -> RunReport:
+        wt = self.ws.prepare_worktree(task.slot, task.commit, self.protected.keep_patterns())
+        self.protected.sync(wt)
+        env = dict(task.env)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[task.slot % len(self.gpus)])
+        exp_dir = Path(task.exp_dir)
+        for d in ("OVERNIGHT_TRACE_DIR", "OVERNIGHT_ARTIFACT_DIR"):
+            if d in env:
+                Path(env[d]).mkdir(parents=True, exist_ok=True)
+        suffix = "" if task.repeat == 0 else f"-{task.repeat}"
+        prefix = "" if task.kind == "run" else f"{task.kind}-"
+        report = RunReport(
+            experiment=task.experiment,
+            repeat=task.repeat,
+            kind=task.kind,
+            exit_code=0,
+            timed_out=False,
+            interrupted=False,
+            wall_s=0.0,
+            metrics={},
+            output_tail="",
+        )
+        for label, command in task.commands:
+            name = f"{prefix}{label}{suffix}"
+            out = run_command(
+                command,
+                cwd=wt,
+                env=env,
+                budget_s=task.budget_s,
+                stdout_path=exp_dir / f"{name}.stdout",
+                stderr_path=exp_dir / f"{name}.stderr",
+                marker=f"{task.marker}:{label}",
+                stop=self._stop,
+            )
+            if label == task.commands[0][0]:
+                report.wall_s = out.wall_s
+            report.output_tail = out.output_tail
+            if label == task.metric_from:
+                report.metrics = read_metrics(out.stdout_path, out.stderr_path)
+            if out.timed_out or out.interrupted or out.exit_code != 0:
+                report.exit_code = out.exit_code
+                report.timed_out = out.timed_out
+                report.interrupted = out.interrupted
+                report.failed_step = label
+                break
+        changed = outside_surface(self.ws.changed_tracked(wt), self.surface)
+        changed += self.protected.changed(wt)
+        if changed:
+            report.locked_changed = sorted(changed)
+            self.protected.sync(wt)  # restore the originals right away
+        return report

@@ -1,0 +1,330 @@
+"""Numeric knobs of a surface file: find them and rewrite their values in place.
+
+A knob is a named number a tuner may change without understanding the code around it: an
+UPPER_CASE module-level constant in Python, or a numeric leaf of a TOML, JSON or YAML
+config. A rewrite replaces only the value token, so comments, layout and every other byte
+stay as they were.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+Number = int | float
+Kind = Literal["int", "float"]
+
+
+@dataclass
+class Knob:
+    """One numeric knob; `start:end` is the span of its value token in the content."""
+
+    name: str
+    path: str
+    value: Number
+    kind: Kind
+    start: int = 0
+    end: int = 0
+    text: str = ""
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but a flag is a switch, not something to tune on a scale.
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def round_value(value: Number, kind: Kind) -> Number:
+    """The value as it will be written: ints exact, floats to 3 significant digits."""
+    if not math.isfinite(value):
+        raise ValueError(f"knob values must be finite, got {value!r}")
+    if kind == "int":
+        return int(round(value))
+    return float(f"{float(value):.3g}")
+
+
+def format_value(value: Number, kind: Kind, style: str = "python") -> str:
+    """Source text for a value: `64`, `0.031`, `2.0`, `3e-05` (`3.0e-05` in YAML).
+
+    A float knob always stays a float literal. YAML 1.1 readers such as PyYAML read `3e-05`
+    as a string, so there the mantissa gets a decimal point.
+    """
+    if kind == "int":
+        return str(int(value))
+    text = repr(float(value))
+    if style == "yaml" and "e" in text:
+        mantissa, exponent = text.split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        text = f"{mantissa}e{exponent}"
+    return text
+
+
+def _style(path: str) -> str:
+    suffix = PurePosixPath(path).suffix.lower()
+    return "yaml" if suffix in (".yaml", ".yml") else suffix.lstrip(".")
+
+
+def find_knobs(path: str, content: str) -> list[Knob]:
+    """The knobs of one file, in file order; a name assigned twice counts once (the last
+    assignment, the one that takes effect). Unparseable or unknown files have none."""
+    finder = _FINDERS.get(_style(path))
+    if finder is None:
+        return []
+    try:
+        hits = list(finder(content))
+    except (SyntaxError, ValueError, RecursionError, IndexError, AttributeError):
+        return []
+    by_name: dict[str, Knob] = {}
+    for name, value, start, end in hits:
+        if not name or not _is_number(value):
+            continue
+        kind: Kind = "float" if isinstance(value, float) else "int"
+        by_name.pop(name, None)
+        by_name[name] = Knob(name, path, value, kind, start, end, content[start:end])
+    return sorted(by_name.values(), key=lambda k: k.start)
+
+
+def apply_values(path: str, content: str, values: dict[str, Number]) -> str:
+    """`content` with the named knobs set to `values`; every other byte is unchanged.
+
+    A value equal to the knob's current one keeps its original spelling (`1e-3` stays).
+    Raises KeyError for a name that is not a knob of this file.
+    """
+    knobs = {k.name: k for k in find_knobs(path, content)}
+    unknown = sorted(set(values) - set(knobs))
+    if unknown:
+        raise KeyError(f"{path}: no numeric knob named {', '.join(unknown)}")
+    style = _style(path)
+    edits: list[tuple[int, int, str]] = []
+    for name, value in values.items():
+        knob = knobs[name]
+        new = round_value(value, knob.kind)
+        if new != knob.value:
+            edits.append((knob.start, knob.end, format_value(new, knob.kind, style)))
+    for start, end, text in sorted(edits, reverse=True):
+        content = content[:start] + text + content[end:]
+    return content
+
+
+Hit = tuple[str, Any, int, int]  # name, value, start, end
+
+
+def _lines(content: str) -> Iterator[tuple[int, str]]:
+    """(offset, line without its newline) for every line."""
+    offset = 0
+    for raw in content.split("\n"):
+        yield offset, raw.rstrip("\r")
+        offset += len(raw) + 1
+
+
+# --- Python -------------------------------------------------------------------------------
+
+_CONSTANT = re.compile(r"_*[A-Z][A-Z0-9_]*\Z")
+
+
+def _literal_number(node: ast.expr) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value if type(node.value) in (int, float) else None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        inner = _literal_number(node.operand)
+        if inner is None or not isinstance(node.operand, ast.Constant):
+            return None
+        return -inner if isinstance(node.op, ast.USub) else inner
+    return None
+
+
+def _python(content: str) -> Iterator[Hit]:
+    tree = ast.parse(content)
+    # ast positions are (line, UTF-8 byte column); the tokenizer ends lines at \r\n, \r or \n.
+    starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", content)]
+
+    def char(line: int, byte_col: int) -> int:
+        begin = starts[line - 1]
+        end = starts[line] if line < len(starts) else len(content)
+        return begin + len(content[begin:end].encode()[:byte_col].decode())
+
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not isinstance(target, ast.Name) or not _CONSTANT.match(target.id):
+            continue
+        number = _literal_number(value)
+        if number is None or value.end_lineno is None or value.end_col_offset is None:
+            continue
+        start = char(value.lineno, value.col_offset)
+        yield target.id, number, start, char(value.end_lineno, value.end_col_offset)
+
+
+# --- TOML ---------------------------------------------------------------------------------
+
+_TOML_KEY_PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_TOML_KEY = rf"{_TOML_KEY_PART}(?:[ \t]*\.[ \t]*{_TOML_KEY_PART})*"
+_TOML_ASSIGN = re.compile(rf"[ \t]*(?P<key>{_TOML_KEY})[ \t]*=[ \t]*")
+_TOML_HEADER = re.compile(rf"[ \t]*(?P<open>\[\[?)[ \t]*(?P<key>{_TOML_KEY})[ \t]*\]")
+_TOML_NUMBER = re.compile(
+    r"[+-]?\d[\d_]*(?:\.\d[\d_]*)?(?:[eE][+-]?\d[\d_]*)?(?=[ \t]*(?:#|$))"
+)
+
+
+def _toml_key(text: str) -> list[str]:
+    parts = re.findall(_TOML_KEY_PART, text)
+    return [json.loads(p) if p.startswith('"') else p.strip("'") for p in parts]
+
+
+def _lookup(data: Any, keys: list[str]) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _toml(content: str) -> Iterator[Hit]:
+    data = tomllib.loads(content)
+    table: list[str] = []
+    in_array_table = False  # entries of [[x]] have no unique dotted name
+    open_string: str | None = None
+    for offset, line in _lines(content):
+        if open_string is not None:
+            if line.count(open_string) % 2 == 1:
+                open_string = None
+            continue
+        header = _TOML_HEADER.match(line)
+        if header:
+            table, in_array_table = _toml_key(header["key"]), header["open"] == "[["
+            continue
+        assign = _TOML_ASSIGN.match(line)
+        if not assign:
+            continue
+        rest = line[assign.end() :]
+        for quote in ('"""', "'''"):
+            if rest.startswith(quote) and rest.count(quote) % 2 == 1:
+                open_string = quote
+        number = _TOML_NUMBER.match(line, assign.end())
+        if not number or in_array_table:
+            continue
+        keys = table + _toml_key(assign["key"])
+        value = _lookup(data, keys)
+        # The line scan is only trusted where the real parser agrees with it.
+        if _is_number(value) and value == tomllib.loads(f"v = {number.group()}")["v"]:
+            yield ".".join(keys), value, offset + number.start(), offset + number.end()
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_JSON_OTHER = re.compile(r"true|false|null|NaN|-?Infinity")
+
+
+def _json(content: str) -> Iterator[Hit]:
+    json.loads(content)  # the scanner below trusts the structure, so reject bad JSON first
+    hits: list[Hit] = []
+    _json_value(content, _JSON_WS.match(content, 0).end(), [], hits)
+    yield from hits
+
+
+def _json_value(text: str, i: int, keys: list[str] | None, hits: list[Hit]) -> int:
+    """Scan the value at `i`, return the index after it. `keys` is None inside arrays:
+    their numbers are data (often long series), not named settings."""
+
+    def ws(j: int) -> int:
+        return _JSON_WS.match(text, j).end()
+
+    if text[i] in "{[":
+        closing, i = ("}" if text[i] == "{" else "]"), ws(i + 1)
+        while text[i] != closing:
+            child: list[str] | None = None
+            if closing == "}":
+                key = _JSON_STRING.match(text, i)
+                child = None if keys is None else [*keys, json.loads(key.group())]
+                i = ws(ws(key.end()) + 1)  # skip the ':'
+            i = ws(_json_value(text, i, child, hits))
+            if text[i] == ",":
+                i = ws(i + 1)
+        return i + 1
+    if text[i] == '"':
+        return _JSON_STRING.match(text, i).end()
+    number = _JSON_NUMBER.match(text, i)
+    if number:
+        if keys:
+            hits.append((".".join(keys), json.loads(number.group()), i, number.end()))
+        return number.end()
+    return _JSON_OTHER.match(text, i).end()
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+_YAML_ENTRY = re.compile(
+    r"(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*|\"[^\"\n]*\"|'[^'\n]*')[ \t]*:(?:[ \t]+|$)"
+)
+_YAML_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?=[ \t]*(?:#|$))")
+
+
+def _yaml(content: str) -> Iterator[Hit]:
+    try:
+        import yaml  # optional: it only confirms what the line scan finds
+    except ImportError:
+        data: Any = None
+    else:
+        try:
+            data = yaml.safe_load(content)
+        except yaml.YAMLError as err:
+            raise ValueError(str(err)) from err
+        if not isinstance(data, dict):
+            return
+    parents: list[tuple[int, str | None]] = []  # (indent, key); None marks a list item
+    block_indent: int | None = None  # inside a `key: |` block scalar deeper than this
+    for offset, line in _lines(content):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        if block_indent is not None and indent > block_indent:
+            continue
+        block_indent = None
+        if stripped.startswith(("---", "...", "%")):
+            parents = []
+            continue
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        if stripped.startswith("-"):
+            parents.append((indent, None))
+            continue
+        entry = _YAML_ENTRY.match(line)
+        if not entry:
+            continue
+        key = entry["key"].strip("\"'")
+        rest = line[entry.end() :].strip()
+        if not rest or rest.startswith("#"):
+            parents.append((indent, key))
+            continue
+        if rest[0] in "|>":
+            block_indent = indent
+            continue
+        number = _YAML_NUMBER.match(line, entry.end())
+        if not number or any(k is None for _, k in parents):
+            continue
+        keys = [k for _, k in parents if k is not None] + [key]
+        token = number.group().replace("_", "")
+        value: Any = int(token) if re.fullmatch(r"[-+]?\d+", token) else float(token)
+        if data is not None:
+            value = _lookup(data, keys)
+            if not _is_number(value) or not math.isclose(value, float(token)):
+                continue
+        yield ".".join(keys), value, offset + number.start(), offset + number.end()
+
+
+_FINDERS = {"py": _python, "toml": _toml, "json": _json, "yaml": _yaml}

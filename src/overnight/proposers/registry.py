@@ -1,0 +1,56 @@
+"""Choose a proposer by name, by `package.module:Class`, or by entry point."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from overnight.errors import UsageError
+from overnight.proposers.base import BaseProposer
+
+BUILTIN = {
+    "tune": "overnight.proposers.tune:TuneProposer",
+}
+
+
+def _load_object(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"proposer {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise UsageError(f"proposer {spec!r}: {module_name!r} has no {attr!r}") from exc
+
+
+def resolve_kind(kind: str, cfg: Any) -> tuple[str, str]:
+    """The concrete proposer for `kind` and a sentence saying why it was chosen."""
+    if kind != "auto":
+        return kind, f"proposer: {kind}"
+    return "tune", "proposer: tune (auto: no LLM configured)"
+
+
+def load_proposer(kind: str, cfg: Any, seed: int = 0) -> tuple[BaseProposer, str]:
+    """Instantiate the proposer; returns it with a line that says which one and why."""
+    concrete, why = resolve_kind(kind, cfg)
+    if concrete in BUILTIN:
+        spec = BUILTIN[concrete]
+    elif ":" in concrete:
+        spec = concrete
+    else:
+        found = [ep for ep in entry_points(group="overnight.proposers") if ep.name == concrete]
+        if not found:
+            known = ", ".join(["auto", *BUILTIN, "package.module:Class"])
+            raise UsageError(f"[proposer].kind: unknown proposer {concrete!r} (expected {known})")
+        spec = found[0].value
+    cls = _load_object(spec)
+    if not (isinstance(cls, type) and issubclass(cls, BaseProposer)):
+        raise UsageError(f"proposer {spec!r} is not a subclass of overnight BaseProposer")
+    try:
+        proposer = cls(seed=seed, config=cfg)
+    except TypeError:
+        proposer = cls()
+    return proposer, why

@@ -1,0 +1,33 @@
+"""A proposer for tests: replays a JSON script of proposals.
+
+The script (path in $OVERNIGHT_TEST_SCRIPT) is a list of objects with `files` (path ->
+content), `description`, and optionally `invalid_reason` / `outside_surface`. Proposal k is
+the k-th non-baseline experiment, counted from the ledger history, so a restarted controller
+continues the script where the ledger says it is."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from overnight.proposers.base import BaseProposer, Context
+from overnight.records import Proposal
+
+
+class ScriptedProposer(BaseProposer):
+    name = "scripted"
+
+    def __init__(self, seed: int = 0, config: object = None) -> None:
+        self.script = json.loads(Path(os.environ["OVERNIGHT_TEST_SCRIPT"]).read_text())
+
+    def propose(self, ctx: Context) -> Proposal:
+        k = len(ctx.history) - 1  # the baseline is history[0]
+        step = self.script[k % len(self.script)]
+        files = {p: c.replace("{BEST}", ctx.surface.get(p, "")) for p, c in step["files"].items()}
+        return Proposal(
+            files=files,
+            description=step.get("description", f"step {k}"),
+            invalid_reason=step.get("invalid_reason"),
+            outside_surface=step.get("outside_surface", []),
+        )
