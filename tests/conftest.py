@@ -67,9 +67,14 @@ print(f"score: {X}")
 """
 
 
-def score_config(name: str = "t", budget: str = "10s", proposer: str = "support.scripted:ScriptedProposer",
-                 extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+def score_config(
+    name: str = "t",
+    budget: str = "10s",
+    proposer: str = "support.scripted:ScriptedProposer",
+    extra: str = "",
+) -> str:
+    return (
+        textwrap.dedent(f"""\
         [study]
         name = "{name}"
         surface = ["score.py"]
@@ -84,13 +89,19 @@ def score_config(name: str = "t", budget: str = "10s", proposer: str = "support.
 
         [proposer]
         kind = "{proposer}"
-        """) + extra
+        """)
+        + extra
+    )
 
 
 @pytest.fixture
 def score_repo(tmp_path: Path) -> Path:
     return make_repo(
         tmp_path / "repo",
-        {"score.py": SCORE_PY, "overnight.toml": score_config(), "program.md": "Make X small.\n",
-         "helper.txt": "locked\n"},
+        {
+            "score.py": SCORE_PY,
+            "overnight.toml": score_config(),
+            "program.md": "Make X small.\n",
+            "helper.txt": "locked\n",
+        },
     )

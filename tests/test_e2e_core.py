@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import SCORE_PY, git, make_repo, overnight_env, run_cli, score_config, write_script
 
 
@@ -74,8 +73,9 @@ def test_improvements_stack_and_everything_agrees(score_repo: Path, tmp_path: Pa
         if r["status"] == "discard":
             ref = git(score_repo, "rev-parse", f"refs/overnight/t/{r['experiment']}")
             assert ref == r["commit"]
-            is_anc = subprocess.run(["git", "merge-base", "--is-ancestor", ref, "overnight/t"],
-                                    cwd=score_repo)
+            is_anc = subprocess.run(
+                ["git", "merge-base", "--is-ancestor", ref, "overnight/t"], cwd=score_repo
+            )
             assert is_anc.returncode == 1
     assert git(score_repo, "show", "overnight/t:score.py") == score_src(4.5).strip()
 
@@ -83,8 +83,14 @@ def test_improvements_stack_and_everything_agrees(score_repo: Path, tmp_path: Pa
     assert st["best"] == {"experiment": 6, "value": 4.5, "commit": commits[-1]}
     assert st["baseline"] == {"experiment": 0, "value": 10}
     assert st["experiments"] == 7
-    assert st["counts"] == {"keep": 4, "discard": 2, "crash": 0, "timeout": 0, "invalid": 1,
-                            "rejected": 0}
+    assert st["counts"] == {
+        "keep": 4,
+        "discard": 2,
+        "crash": 0,
+        "timeout": 0,
+        "invalid": 1,
+        "rejected": 0,
+    }
     assert st["metric"] == {"name": "score", "goal": "minimize"}
 
     with open(score_repo / ".overnight" / "t" / "results.tsv") as fh:
@@ -194,8 +200,11 @@ time.sleep(1000)
     found = [int(p) for p in pids.read_text().split()]
     assert len(found) == 2
     time.sleep(0.2)
-    assert [p for p in found if psutil.pid_exists(p)
-            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE] == []
+    assert [
+        p
+        for p in found
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ] == []
 
 
 def test_outside_surface_and_proposer_invalid(score_repo: Path, tmp_path: Path) -> None:
@@ -277,9 +286,7 @@ def test_sigint_stops_cleanly_and_resume_continues(
     assert len(show0["measurements"]) == 1  # the baseline was not re-measured
 
 
-def test_kill9_during_run_then_resume(
-    score_repo: Path, held: tuple[Path, dict[str, str]]
-) -> None:
+def test_kill9_during_run_then_resume(score_repo: Path, held: tuple[Path, dict[str, str]]) -> None:
     tmp, env = held
     (tmp / "hold").write_text("")
     proc = _start(score_repo, env, "-n", "3")
@@ -306,8 +313,13 @@ def test_kill9_during_run_then_resume(
 def test_kill9_at_random_moments_keeps_the_study_consistent(
     score_repo: Path, tmp_path: Path
 ) -> None:
-    steps = [{"files": {"score.py": score_src(10 - i * 0.5 if i % 3 else 11 + i)},
-              "description": f"step {i}"} for i in range(1, 40)]
+    steps = [
+        {
+            "files": {"score.py": score_src(10 - i * 0.5 if i % 3 else 11 + i)},
+            "description": f"step {i}",
+        }
+        for i in range(1, 40)
+    ]
     env = write_script(tmp_path / "s.json", steps)
     start = git(score_repo, "rev-parse", "HEAD")
     for delay in (0.9, 1.3, 0.6, 1.7, 1.1):
@@ -382,8 +394,18 @@ def test_tune_improves_a_knob_end_to_end(tmp_path: Path) -> None:
 
 def test_init_writes_a_config_that_runs(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"score.py": SCORE_PY})
-    out = run_cli(repo, "init", "--surface", "score.py", "--metric", "score", "--budget", "30s",
-                  "--name", "demo")
+    out = run_cli(
+        repo,
+        "init",
+        "--surface",
+        "score.py",
+        "--metric",
+        "score",
+        "--budget",
+        "30s",
+        "--name",
+        "demo",
+    )
     assert out.returncode == 0, out.stderr
     assert "[study]" in (repo / "overnight.toml").read_text()
     assert (repo / "program.md").exists()

@@ -72,8 +72,7 @@ def init(
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
     (root / "overnight.toml").write_text(
-        render_config(name=name, surface=surfaces, run=run, metric=metric, goal=goal,
-                      budget=budget)
+        render_config(name=name, surface=surfaces, run=run, metric=metric, goal=goal, budget=budget)
     )
     (root / "program.md").write_text(
         render_program(name=name, surface=surfaces, metric=metric, goal=goal, budget=budget)
@@ -92,12 +91,16 @@ def run(
         int | None, typer.Option("--experiments", "-n", help="Experiments to run now.")
     ] = None,
     hours: Annotated[float | None, typer.Option(help="Stop after this many hours.")] = None,
-    proposer: Annotated[str | None, typer.Option(help="auto | llm | agent | tune | mod:Class")] = None,
+    proposer: Annotated[
+        str | None, typer.Option(help="auto | llm | agent | tune | mod:Class")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel experiment slots.")] = None,
     executor: Annotated[str | None, typer.Option(help="local | ray")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the proposer and the runs.")] = 0,
     patience: Annotated[int | None, typer.Option(help="Stop after N non-keeps in a row.")] = None,
-    max_cost: Annotated[float | None, typer.Option("--max-cost", help="USD cap on model calls.")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="USD cap on model calls.")
+    ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="One line per experiment.")] = False,
 ) -> None:
     """Start the study, or resume it."""
@@ -181,8 +184,9 @@ def show(
     n: Annotated[int, typer.Argument(help="Experiment number.")],
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
-    prompt: Annotated[bool, typer.Option("--prompt", help="Show the proposer's prompt and "
-                                         "response.")] = False,
+    prompt: Annotated[
+        bool, typer.Option("--prompt", help="Show the proposer's prompt and response.")
+    ] = False,
 ) -> None:
     """One experiment: diff, metrics, verdict and reason, rationale, log tails."""
     from overnight.runner import tail_text

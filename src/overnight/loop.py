@@ -83,7 +83,9 @@ class Loop:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.marker_prefix = (
-            "overnight:" + hashlib.sha1(str(study.root).encode()).hexdigest()[:10] + f":{study.name}"
+            "overnight:"
+            + hashlib.sha1(str(study.root).encode()).hexdigest()[:10]
+            + f":{study.name}"
         )
 
     # == the whole run ======================================================================
@@ -173,7 +175,9 @@ class Loop:
                 "[study].name for the new metric."
             )
         tracked = self.ws.tracked_files(start)
-        self.surface = resolve_surface(cfg.study.surface, tracked, cfg.path.name, root=self.study.root)
+        self.surface = resolve_surface(
+            cfg.study.surface, tracked, cfg.path.name, root=self.study.root
+        )
         self.protected = ProtectedFiles(self.study.root, cfg.study.protect, tracked)
         self.executor = LocalExecutor(self.ws, self.surface, self.protected, 1, cfg.executor.gpus)
         kind = self.opts.proposer or cfg.proposer.kind
@@ -232,8 +236,10 @@ class Loop:
         if keep is not None and keep.commit and head != keep.commit:
             # The keep was recorded but the branch move did not happen (or the user moved it).
             self.ws.set_branch(keep.commit)
-            self.view.message(f"recovery: branch {self.ws.branch} reset to experiment "
-                              f"{keep.experiment} ({keep.commit[:7]})")
+            self.view.message(
+                f"recovery: branch {self.ws.branch} reset to experiment "
+                f"{keep.experiment} ({keep.commit[:7]})"
+            )
 
     # == the baseline =======================================================================
 
@@ -297,14 +303,23 @@ class Loop:
             return self._run_candidate(n, row["commit_sha"], row["description"])
         files = json.loads(row["files"]) if row["files"] else {}
         if not row["commit_sha"] and files:
-            proposal = Proposal(files=files, description=row["description"],
-                                rationale=row["rationale"], proposer=row["proposer"],
-                                meta=json.loads(row["meta"]))
+            proposal = Proposal(
+                files=files,
+                description=row["description"],
+                rationale=row["rationale"],
+                proposer=row["proposer"],
+                meta=json.loads(row["meta"]),
+            )
             return self._try(n, proposal, existing=True)
         # Proposed against a best that has moved on: measuring it now would compare it
         # with the wrong parent.
-        return self._record(n, Verdict("invalid", "interrupted, and the best has moved since; "
-                                       "not re-run"), None, {}, None)
+        return self._record(
+            n,
+            Verdict("invalid", "interrupted, and the best has moved since; not re-run"),
+            None,
+            {},
+            None,
+        )
 
     def _propose(self, n: int) -> Proposal | None:
         ctx = self._context()
@@ -325,8 +340,12 @@ class Loop:
                 raise Interrupted
         if "e" in box:
             exc = box["e"]
-            return Proposal(files={}, description="proposer error", proposer=self.proposer.name,
-                            invalid_reason=f"proposer failed: {type(exc).__name__}: {exc}")
+            return Proposal(
+                files={},
+                description="proposer error",
+                proposer=self.proposer.name,
+                invalid_reason=f"proposer failed: {type(exc).__name__}: {exc}",
+            )
         proposal: Proposal = box["p"]
         proposal.proposer = proposal.proposer or self.proposer.name
         proposal.base_commit = self.best.commit or ""
@@ -389,17 +408,22 @@ class Loop:
         """Reasons a proposal must not run at all."""
         if proposal.invalid_reason:
             return Verdict("invalid", proposal.invalid_reason)
-        outside = sorted(set(proposal.outside_surface) | set(
-            outside_surface(proposal.files, self.surface)))
+        outside = sorted(
+            set(proposal.outside_surface) | set(outside_surface(proposal.files, self.surface))
+        )
         if outside:
             return Verdict("rejected", "changed files outside the surface: " + ", ".join(outside))
         if not proposal.files or new_hash == self.best_hash:
-            return Verdict("invalid", "empty change: the surface is identical to the current "
-                           f"best (experiment {self.best.experiment})")
+            return Verdict(
+                "invalid",
+                "empty change: the surface is identical to the current "
+                f"best (experiment {self.best.experiment})",
+            )
         dup = self.ledger.find_hash(new_hash, exclude=n)
         if dup is not None:
-            return Verdict("invalid", f"duplicate of experiment {dup}: that surface was "
-                           "already measured")
+            return Verdict(
+                "invalid", f"duplicate of experiment {dup}: that surface was already measured"
+            )
         return None
 
     def _run_candidate(self, n: int, commit: str, description: str) -> ExperimentRecord:
@@ -409,8 +433,13 @@ class Loop:
             if report.exit_code != 0:
                 why = "timed out" if report.timed_out else f"exit {report.exit_code}"
                 tail = report.output_tail.strip().splitlines()[-3:]
-                return self._record(n, Verdict("invalid", f"[check] failed ({why}): "
-                                               + " | ".join(tail)), None, {}, report.wall_s)
+                return self._record(
+                    n,
+                    Verdict("invalid", f"[check] failed ({why}): " + " | ".join(tail)),
+                    None,
+                    {},
+                    report.wall_s,
+                )
         self.ledger.set_state(n, "running")
         reports = self._measure(n, commit)
         verdict = self._verdict_of_failure(reports)
@@ -439,15 +468,27 @@ class Loop:
             reports.append(report)
             value, err = primary_value(report.metrics, self.cfg.metric.name)
             self.ledger.add_measurement(
-                n, "run", repeat, value, report.metrics, report.exit_code, report.timed_out,
-                report.wall_s, err if report.exit_code == 0 else report.failed_step,
+                n,
+                "run",
+                repeat,
+                value,
+                report.metrics,
+                report.exit_code,
+                report.timed_out,
+                report.wall_s,
+                err if report.exit_code == 0 else report.failed_step,
             )
             if report.exit_code != 0 or report.timed_out or report.locked_changed or err:
                 break
         return reports
 
     def _execute(
-        self, n: int, commit: str, repeat: int, kind: str, commands: list[tuple[str, str]],
+        self,
+        n: int,
+        commit: str,
+        repeat: int,
+        kind: str,
+        commands: list[tuple[str, str]],
         metric_from: str,
     ) -> RunReport:
         exp_dir = self.study.exp_dir(n)
@@ -468,8 +509,9 @@ class Loop:
         )  # fmt: skip
         report = self.executor.run(task)
         if report.interrupted:
-            self.ledger.set_state(n, "aborted", reason=f"interrupted ({self.stop_reason}); "
-                                  "re-run on resume")
+            self.ledger.set_state(
+                n, "aborted", reason=f"interrupted ({self.stop_reason}); re-run on resume"
+            )
             raise Interrupted
         return report
 
@@ -477,15 +519,19 @@ class Loop:
         budget = self.cfg.study.budget
         for r in reports:
             if r.locked_changed:
-                return Verdict("rejected", "the run changed locked files: "
-                               + ", ".join(r.locked_changed[:10]))
+                return Verdict(
+                    "rejected", "the run changed locked files: " + ", ".join(r.locked_changed[:10])
+                )
             if r.timed_out:
                 step = "" if r.failed_step == "run" else f" ({r.failed_step} command)"
                 return Verdict("timeout", f"killed at the budget of {budget:g}s{step}")
             if r.exit_code != 0:
                 last = next((ln for ln in reversed(r.output_tail.splitlines()) if ln.strip()), "")
-                return Verdict("crash", f"{r.failed_step} command exited with code "
-                               f"{r.exit_code}" + (f": {last.strip()[:200]}" if last else ""))
+                return Verdict(
+                    "crash",
+                    f"{r.failed_step} command exited with code "
+                    f"{r.exit_code}" + (f": {last.strip()[:200]}" if last else ""),
+                )
             value, err = primary_value(r.metrics, self.cfg.metric.name)
             if value is None:
                 return Verdict("crash", err or "no metric")
@@ -502,8 +548,13 @@ class Loop:
     # == recording ==========================================================================
 
     def _record(
-        self, n: int, verdict: Verdict, value: float | None, metrics: dict[str, float],
-        wall_s: float | None, commit: str | None = None,
+        self,
+        n: int,
+        verdict: Verdict,
+        value: float | None,
+        metrics: dict[str, float],
+        wall_s: float | None,
+        commit: str | None = None,
     ) -> ExperimentRecord:
         if verdict.status in ("crash", "timeout"):
             value = None  # a failed run has no result, whatever it printed before failing
@@ -567,4 +618,3 @@ class Loop:
 
 def run_study(study: Study, options: RunOptions, view: View | None = None) -> RunSummary:
     return Loop(study, options, view).run()
-

@@ -27,7 +27,9 @@ def best_line(status: dict[str, Any]) -> str:
     if base is None or best is None:
         return f"{name}: no baseline yet"
     rel = f" ({(best - base) / abs(base) * 100:+.2f}%)" if base else ""
-    return f"{name} {fmt(base)} → {fmt(best)}{rel}, best is experiment {status['best']['experiment']}"
+    return (
+        f"{name} {fmt(base)} → {fmt(best)}{rel}, best is experiment {status['best']['experiment']}"
+    )
 
 
 def rate_line(status: dict[str, Any]) -> str:
