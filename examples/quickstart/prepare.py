@@ -5,8 +5,10 @@ locked: every proposal may change only `train.py`, and this file must stay byte-
 so every experiment is judged by the same data and the same yardstick.
 
 The task is a small nonlinear regression: 6 input features drawn uniformly from [-1, 1],
-a smooth but wiggly target, and Gaussian noise. The data come from a fixed seed (no
-environment variable changes them), so every run of every experiment sees the same points.
+a target that is a sum of 12 waves (broad, strong ones that are easy to learn down to
+narrow, weak ones that are hard) and Gaussian noise; 4000 training and 1000 validation
+points. Everything comes from a fixed seed (no environment variable changes it), so every
+run of every experiment sees exactly the same points.
 
     load_data()            -> (x_train, y_train, x_val, y_val), float64, y of shape (n, 1)
     evaluate(predict_fn)   -> validation mean squared error (lower is better)
@@ -25,8 +27,8 @@ N_FEATURES = 6
 N_TRAIN = 4000
 N_VAL = 1000
 NOISE_STD = 0.1
-DATA_SEED = 20240601  # fixed on purpose: the data never change between runs
 N_WAVES = 12
+DATA_SEED = 20240601  # fixed on purpose: the data never change between runs
 
 _CACHE: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 

@@ -13,7 +13,6 @@ import os
 import time
 
 import numpy as np
-
 from prepare import evaluate, load_data
 
 # --- hyperparameters (plain literals: the tuner rewrites them) ---------------------------
@@ -26,8 +25,8 @@ WEIGHT_DECAY = 0.01  # L2 penalty on the weight matrices
 INIT_SCALE = 1.0  # hidden-layer init std, in units of 1/sqrt(fan_in)
 # ------------------------------------------------------------------------------------------
 
-BETA2 = 0.999  # Adam second-moment decay
-GRAD_CLIP = 10.0  # clip the global gradient norm: a guard against blow-ups
+beta2 = 0.999  # Adam second-moment decay (lower case: not a knob for the tuner)
+grad_clip = 10.0  # clip the global gradient norm: a guard against blow-ups
 
 
 def main() -> None:
@@ -92,15 +91,15 @@ def main() -> None:
             if not np.isfinite(norm):
                 diverged = True
                 break
-            clip = min(1.0, GRAD_CLIP / (norm + 1e-12))
+            clip = min(1.0, grad_clip / (norm + 1e-12))
 
             # Adam update
             for k, p in params.items():
                 g = grads[k] * clip
                 m[k] = beta1 * m[k] + (1.0 - beta1) * g
-                v[k] = BETA2 * v[k] + (1.0 - BETA2) * g * g
+                v[k] = beta2 * v[k] + (1.0 - beta2) * g * g
                 m_hat = m[k] / (1.0 - beta1**t)
-                v_hat = v[k] / (1.0 - BETA2**t)
+                v_hat = v[k] / (1.0 - beta2**t)
                 p -= LEARNING_RATE * m_hat / (np.sqrt(v_hat) + 1e-8)
     train_seconds = time.perf_counter() - start
 

@@ -7,7 +7,6 @@ before the side effect that follows it, so `kill -9` at any moment is recoverabl
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -19,17 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overnight.config import resolve_surface
+from overnight.context import build_context
 from overnight.errors import OvernightError, UsageError
-from overnight.executors.base import RunReport, RunTask
 from overnight.executors.local import LocalExecutor
 from overnight.guard import ProtectedFiles, outside_surface, surface_hash
 from overnight.judge import Verdict, greedy
 from overnight.ledger import Ledger
-from overnight.metrics import primary_value
+from overnight.lock import study_lock
+from overnight.measure import Interrupted, Measurer
 from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.registry import load_proposer
 from overnight.records import ExperimentRecord, Proposal
-from overnight.runner import kill_marked, scrub_env, tail_text
+from overnight.runner import kill_marked, scrub_env
 from overnight.study import Study, status_of
 from overnight.view import NullView, View
 
@@ -54,10 +54,6 @@ class RunSummary:
     ran: int = 0
     kept: int = 0
     status: dict[str, Any] = field(default_factory=dict)
-
-
-class Interrupted(Exception):
-    """A stop was requested while an experiment was in flight."""
 
 
 def diff_text(old: dict[str, str], new: dict[str, str]) -> str:
@@ -91,7 +87,7 @@ class Loop:
     # == the whole run ======================================================================
 
     def run(self) -> RunSummary:
-        with self._exclusive():
+        with study_lock(self.study.state_dir, self.study.name):
             self._setup()
             previous = self._install_signals()
             try:
@@ -123,34 +119,6 @@ class Loop:
             return summary
 
     # == set-up and recovery ================================================================
-
-    def _exclusive(self) -> Any:
-        study = self.study
-
-        class _Lock:
-            def __enter__(inner) -> None:
-                study.state_dir.mkdir(parents=True, exist_ok=True)
-                inner.fh = open(study.state_dir / "run.lock", "a+")  # noqa: SIM115
-                try:
-                    fcntl.flock(inner.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    inner.fh.seek(0)
-                    pid = inner.fh.read().strip() or "?"
-                    inner.fh.close()
-                    raise UsageError(
-                        f"another `overnight run` (pid {pid}) is already running study "
-                        f"{study.name!r}; only one run per study at a time"
-                    ) from None
-                inner.fh.seek(0)
-                inner.fh.truncate()
-                inner.fh.write(str(os.getpid()))
-                inner.fh.flush()
-
-            def __exit__(inner, *exc: object) -> None:
-                fcntl.flock(inner.fh, fcntl.LOCK_UN)
-                inner.fh.close()
-
-        return _Lock()
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -189,6 +157,10 @@ class Loop:
             self.ledger.close()
         self.ws.ensure_excluded()
         self.ledger = Ledger(self.study.ledger_path)
+        self.measure = Measurer(
+            self.study, self.executor, self.ledger, self.base_env, self.opts.seed,
+            self.marker_prefix, lambda: self.stop_reason,
+        )  # fmt: skip
         self.view.message(why)
         self._run_clock = time.monotonic()
 
@@ -215,6 +187,7 @@ class Loop:
 
     def _teardown(self) -> None:
         self._account_time()
+        self.ledger.set_meta("current", "")
         self.proposer.close()
         self.executor.close()
 
@@ -263,9 +236,9 @@ class Loop:
             self.ledger.set_meta("started_at", str(time.time()))
         self.ledger.set_state(0, "applied", commit=self.start_commit, parent=None)
         self.ws.set_experiment_ref(0, self.start_commit)
-        self.view.experiment_started(0, "baseline", self.cfg.study.budget)
-        reports = self._measure(0, self.start_commit)
-        verdict = self._verdict_of_failure(reports)
+        self._started(0, "baseline")
+        reports = self.measure.measure(0, self.start_commit)
+        verdict = self.measure.failure(reports)
         if verdict is not None:
             self.ledger.set_state(0, "aborted", reason=verdict.reason)
             raise OvernightError(
@@ -273,7 +246,7 @@ class Loop:
                 f"logs: {self.study.exp_dir(0)}\nFix the run so the unchanged code produces "
                 f"the metric {self.cfg.metric.name!r}, then run again."
             )
-        value, metrics, wall = self._aggregate(reports)
+        value, metrics, wall = self.measure.aggregate(reports)
         self.ledger.decide(0, "keep", "baseline", value, metrics, wall)
         self.ws.set_branch(self.start_commit)
         self._load_best()
@@ -352,32 +325,7 @@ class Loop:
         return proposal
 
     def _context(self) -> Context:
-        history = self.ledger.records()
-        instructions_path = self.study.root / self.cfg.study.instructions
-        instructions = instructions_path.read_text() if instructions_path.is_file() else ""
-        crash = next((r for r in reversed(history) if r.status in ("crash", "timeout")), None)
-        crash_log = ""
-        if crash is not None:
-            d = self.study.exp_dir(crash.experiment)
-            crash_log = tail_text(d / "run.stderr", 3000) + tail_text(d / "run.stdout", 3000)
-        return Context(
-            study=self.study.name,
-            instructions=instructions,
-            surface=dict(self.best_files),
-            metric=self.cfg.metric.name,
-            goal=self.cfg.metric.goal,
-            budget_s=self.cfg.study.budget,
-            best_experiment=self.best.experiment,
-            best_value=self.best.value,
-            baseline_value=history[0].value if history else None,
-            history=history,
-            seed=self.opts.seed,
-            best_commit=self.best.commit or "",
-            repo_root=str(self.study.root),
-            last_crash_log=crash_log,
-            constraints=[c.model_dump() for c in self.cfg.constraints],
-            best_metrics=dict(self.best.metrics),
-        )
+        return build_context(self.study, self.ledger, self.best, self.best_files, self.opts.seed)
 
     def _try(self, n: int, proposal: Proposal, existing: bool = False) -> ExperimentRecord:
         """Apply a proposal as candidate commit `n`, then gate, measure and decide it."""
@@ -427,9 +375,10 @@ class Loop:
         return None
 
     def _run_candidate(self, n: int, commit: str, description: str) -> ExperimentRecord:
-        self.view.experiment_started(n, description, self.cfg.study.budget)
+        self._started(n, description)
         if self.cfg.check.command:
-            report = self._execute(n, commit, 0, "check", [("check", self.cfg.check.command)], "")
+            gate = [("check", self.cfg.check.command)]
+            report = self.measure.execute(n, commit, 0, "check", gate, "")
             if report.exit_code != 0:
                 why = "timed out" if report.timed_out else f"exit {report.exit_code}"
                 tail = report.output_tail.strip().splitlines()[-3:]
@@ -441,9 +390,9 @@ class Loop:
                     report.wall_s,
                 )
         self.ledger.set_state(n, "running")
-        reports = self._measure(n, commit)
-        verdict = self._verdict_of_failure(reports)
-        value, metrics, wall = self._aggregate(reports)
+        reports = self.measure.measure(n, commit)
+        verdict = self.measure.failure(reports)
+        value, metrics, wall = self.measure.aggregate(reports)
         if verdict is None:
             assert value is not None
             verdict = greedy(
@@ -455,95 +404,6 @@ class Loop:
         return self._record(n, verdict, value, metrics, wall, commit=commit)
 
     # == measuring ==========================================================================
-
-    def _measure(self, n: int, commit: str) -> list[RunReport]:
-        commands = [("run", self.cfg.run.command)]
-        metric_from = "run"
-        if self.cfg.metric.command:
-            commands.append(("metric", self.cfg.metric.command))
-            metric_from = "metric"
-        reports = []
-        for repeat in range(self.cfg.metric.repeats):
-            report = self._execute(n, commit, repeat, "run", commands, metric_from)
-            reports.append(report)
-            value, err = primary_value(report.metrics, self.cfg.metric.name)
-            self.ledger.add_measurement(
-                n,
-                "run",
-                repeat,
-                value,
-                report.metrics,
-                report.exit_code,
-                report.timed_out,
-                report.wall_s,
-                err if report.exit_code == 0 else report.failed_step,
-            )
-            if report.exit_code != 0 or report.timed_out or report.locked_changed or err:
-                break
-        return reports
-
-    def _execute(
-        self,
-        n: int,
-        commit: str,
-        repeat: int,
-        kind: str,
-        commands: list[tuple[str, str]],
-        metric_from: str,
-    ) -> RunReport:
-        exp_dir = self.study.exp_dir(n)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        suffix = "" if repeat == 0 else f"-{repeat}"
-        env = {
-            **self.base_env,
-            "OVERNIGHT_EXPERIMENT": str(n),
-            "OVERNIGHT_BUDGET_S": f"{self.cfg.study.budget:g}",
-            "OVERNIGHT_SEED": str(self.opts.seed + repeat),
-            "OVERNIGHT_TRACE_DIR": str(exp_dir / f"traces{suffix}"),
-            "OVERNIGHT_ARTIFACT_DIR": str(exp_dir / f"artifacts{suffix}"),
-        }
-        task = RunTask(
-            experiment=n, repeat=repeat, kind=kind, commit=commit, commands=commands,
-            metric_from=metric_from, budget_s=self.cfg.study.budget, env=env,
-            exp_dir=str(exp_dir), marker=f"{self.marker_prefix}:{n}:{repeat}",
-        )  # fmt: skip
-        report = self.executor.run(task)
-        if report.interrupted:
-            self.ledger.set_state(
-                n, "aborted", reason=f"interrupted ({self.stop_reason}); re-run on resume"
-            )
-            raise Interrupted
-        return report
-
-    def _verdict_of_failure(self, reports: list[RunReport]) -> Verdict | None:
-        budget = self.cfg.study.budget
-        for r in reports:
-            if r.locked_changed:
-                return Verdict(
-                    "rejected", "the run changed locked files: " + ", ".join(r.locked_changed[:10])
-                )
-            if r.timed_out:
-                step = "" if r.failed_step == "run" else f" ({r.failed_step} command)"
-                return Verdict("timeout", f"killed at the budget of {budget:g}s{step}")
-            if r.exit_code != 0:
-                last = next((ln for ln in reversed(r.output_tail.splitlines()) if ln.strip()), "")
-                return Verdict(
-                    "crash",
-                    f"{r.failed_step} command exited with code "
-                    f"{r.exit_code}" + (f": {last.strip()[:200]}" if last else ""),
-                )
-            value, err = primary_value(r.metrics, self.cfg.metric.name)
-            if value is None:
-                return Verdict("crash", err or "no metric")
-        return None
-
-    def _aggregate(self, reports: list[RunReport]) -> tuple[float | None, dict[str, float], float]:
-        values = [primary_value(r.metrics, self.cfg.metric.name)[0] for r in reports]
-        finite = [v for v in values if v is not None]
-        value = sum(finite) / len(finite) if finite and len(finite) == len(values) else None
-        metrics = dict(reports[-1].metrics) if reports else {}
-        wall = sum(r.wall_s for r in reports)
-        return value, metrics, wall
 
     # == recording ==========================================================================
 
@@ -576,6 +436,13 @@ class Loop:
                 self.view.message(f"proposer.observe failed: {exc}")
         self.view.decided(rec, status_of(self.study, self.ledger))
         return rec
+
+    def _started(self, n: int, description: str) -> None:
+        # Published for `status` and the dashboard, which read the ledger from other processes.
+        current = {"experiment": n, "description": description, "started_at": time.time(),
+                   "budget_s": self.cfg.study.budget}  # fmt: skip
+        self.ledger.set_meta("current", json.dumps(current))
+        self.view.experiment_started(n, description, self.cfg.study.budget)
 
     def _account_time(self) -> None:
         now = time.monotonic()

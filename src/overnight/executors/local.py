@@ -42,7 +42,6 @@ class LocalExecutor(BaseExecutor):
             if d in env:
                 Path(env[d]).mkdir(parents=True, exist_ok=True)
         suffix = "" if task.repeat == 0 else f"-{task.repeat}"
-        prefix = "" if task.kind == "run" else f"{task.kind}-"
         report = RunReport(
             experiment=task.experiment,
             repeat=task.repeat,
@@ -55,6 +54,7 @@ class LocalExecutor(BaseExecutor):
             output_tail="",
         )
         for label, command in task.commands:
+            prefix = "" if task.kind in ("run", label) else f"{task.kind}-"
             name = f"{prefix}{label}{suffix}"
             out = run_command(
                 command,
