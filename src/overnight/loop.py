@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overnight.config import resolve_surface
+from overnight.constraints import check_constraints
 from overnight.context import build_context
 from overnight.errors import OvernightError, UsageError
 from overnight.executors.local import LocalExecutor
@@ -393,6 +394,8 @@ class Loop:
         reports = self.measure.measure(n, commit)
         verdict = self.measure.failure(reports)
         value, metrics, wall = self.measure.aggregate(reports)
+        if verdict is None:
+            verdict = check_constraints(metrics, self.cfg.constraints)
         if verdict is None:
             assert value is not None
             verdict = greedy(
