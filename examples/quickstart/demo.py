@@ -128,8 +128,10 @@ def summarize(repo: Path, st: dict[str, Any]) -> bool:
         print(f"  baseline {base:.6f} -> best {best:.6f}{rel}")
         if change <= 0:
             print(f"  (no experiment got a {word} {name} than the baseline this time)")
-        print(f"  best: experiment {best_info.get('experiment')}, "
-              f"commit {str(best_info.get('commit') or '')[:10]}")
+        print(
+            f"  best: experiment {best_info.get('experiment')}, "
+            f"commit {str(best_info.get('commit') or '')[:10]}"
+        )
         ok = True
     shown = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
     print(f"  experiments: {st.get('experiments')} (baseline included); {shown or 'none decided'}")
@@ -141,12 +143,17 @@ def summarize(repo: Path, st: dict[str, Any]) -> bool:
 
     cli = "overnight" if shutil.which("overnight") else " ".join(overnight_cmd())
     n = best_info.get("experiment", 1) if ok else 0
+    hints = [
+        (f"cd {repo}", ""),
+        (f"{cli} log", "every experiment and its verdict"),
+        (f"{cli} show {n}", "one experiment: diff, metrics, verdict and reason"),
+        (f"git log {branch}", "the kept improvements, one commit each"),
+        (f"git diff main {branch} -- train.py", "everything the study changed"),
+    ]
+    width = max(len(cmd) for cmd, _ in hints)
     print("\nwhere to look next:")
-    print(f"  cd {repo}")
-    print(f"  {cli} log          # every experiment and its verdict")
-    print(f"  {cli} show {n}       # one experiment: diff, metrics, reason")
-    print(f"  git log {branch}     # the kept improvements, one commit each")
-    print(f"  git diff main {branch} -- train.py")
+    for cmd, note in hints:
+        print(f"  {cmd:<{width}}  # {note}" if note else f"  {cmd}")
     return ok
 
 
@@ -165,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     st = read_status(repo)
     ok = summarize(repo, st) if st is not None else False
     if rc != 0:
-        print(f"\novernight run exited with code {rc}; the directory is kept: {repo}",
-              file=sys.stderr)
+        print(
+            f"\novernight run exited with code {rc}; the directory is kept: {repo}", file=sys.stderr
+        )
         return rc
     return 0 if ok else 1
 
