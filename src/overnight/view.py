@@ -125,15 +125,17 @@ class LiveView(View):
             grid.add_row("rate", rate_line(self.status))
         table = Table(expand=True, box=None, pad_edge=False)
         for col in ("#", "status", "value", "wall", "description / reason"):
-            table.add_column(col, no_wrap=col != "description / reason")
+            table.add_column(col, no_wrap=True, overflow="ellipsis")
         for rec in self.recent:
-            text = rec.description if rec.status == "keep" else f"{rec.description} — {rec.reason}"
+            # The value column already tells why a discard lost; other failures need the reason.
+            plain = rec.status in ("keep", "discard")
+            text = rec.description if plain else f"{rec.description} — {rec.reason}"
             table.add_row(
                 str(rec.experiment),
                 Text(rec.status or "", style=STATUS_STYLE.get(rec.status or "", "")),
                 fmt(rec.value),
                 f"{rec.wall_s:.1f}s" if rec.wall_s is not None else "—",
-                text[:120],
+                text,
             )
         outer = Table.grid()
         outer.add_row(grid)
