@@ -187,6 +187,9 @@ def show(
     prompt: Annotated[
         bool, typer.Option("--prompt", help="Show the proposer's prompt and response.")
     ] = False,
+    tasks: Annotated[
+        bool, typer.Option("--tasks", help="Per-task outcomes, fixed/regressed vs the best.")
+    ] = False,
 ) -> None:
     """One experiment: diff, metrics, verdict and reason, rationale, log tails."""
     from overnight.runner import tail_text
@@ -194,6 +197,9 @@ def show(
     study = _open(config)
     info = study.show(n)
     exp_dir = Path(info["dir"])
+    if tasks:
+        _show_tasks(study, n, as_json)
+        return
     if as_json:
         _emit_json(info)
         return
@@ -215,6 +221,39 @@ def show(
         for name in ("prompt.txt", "response.txt"):
             path = exp_dir / name
             typer.echo(f"--- {name} ---\n{path.read_text() if path.exists() else '(none)'}")
+
+
+def _show_tasks(study: Any, n: int, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from overnight.traces import diff_tasks, experiment_traces
+
+    best_n = study.status()["best"]["experiment"]
+    cand = experiment_traces(study.exp_dir(n))
+    best = experiment_traces(study.exp_dir(best_n))
+    diff = diff_tasks(best, cand)
+    if as_json:
+        _emit_json({
+            "experiment": n, "best": best_n,
+            "tasks": [{"task": t.task, "passed": t.ok, "score": t.score, "error": t.error,
+                       "source": t.source} for t in cand.tasks.values()],
+            **asdict(diff), "problems": cand.problems,
+        })  # fmt: skip
+        return
+    if not cand.tasks:
+        typer.echo(f"experiment {n} wrote no task traces (see $OVERNIGHT_TRACE_DIR in the docs)")
+    marks = {t: "fixed" for t in diff.fixed} | {t: "REGRESSED" for t in diff.regressed}
+    typer.echo(f"experiment {n}: {cand.passed()}/{len(cand.tasks)} tasks passed "
+               f"(best, experiment {best_n}: {best.passed()}/{len(best.tasks)})")  # fmt: skip
+    for t in sorted(cand.tasks.values(), key=lambda t: (t.ok is not False, t.task)):
+        extra = f"  [{marks[t.task]}]" if t.task in marks and n != best_n else ""
+        error = f"  {t.error.strip().splitlines()[0][:100]}" if t.error else ""
+        typer.echo(f"  {t.outcome():<12} {t.task}{extra}{error}")
+    if n != best_n:
+        typer.echo(f"vs best: {len(diff.fixed)} fixed, {len(diff.regressed)} regressed, "
+                   f"{len(diff.still_failing)} still failing")  # fmt: skip
+    for problem in cand.problems:
+        typer.echo(f"  malformed trace: {problem}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from overnight.proposers.base import Context
 from overnight.records import ExperimentRecord
 from overnight.runner import tail_text
 from overnight.study import Study
+from overnight.traces import build_digest, experiment_traces
 
 
 def last_crash_log(study: Study, history: list[ExperimentRecord], max_bytes: int = 3000) -> str:
@@ -22,6 +23,19 @@ def last_crash_log(study: Study, history: list[ExperimentRecord], max_bytes: int
         if text.strip():
             parts.append(f"--- experiment {crash.experiment} {name} (tail) ---\n{text}")
     return "\n".join(parts)
+
+
+def trace_digest(study: Study, history: list[ExperimentRecord], best: ExperimentRecord) -> str:
+    """Digest of the best's task traces plus what the latest experiment broke; only the
+    metric runs' trace folders are read, so holdout traces never reach a prompt."""
+    last = history[-1] if history else None
+    last_set = None
+    if last is not None and last.experiment != best.experiment:
+        last_set = experiment_traces(study.exp_dir(last.experiment))
+    return build_digest(
+        experiment_traces(study.exp_dir(best.experiment)), best.experiment,
+        study.cfg.traces.prompt_chars, last_set, last.experiment if last else None,
+    )  # fmt: skip
 
 
 def build_context(
@@ -53,4 +67,5 @@ def build_context(
         last_crash_log=last_crash_log(study, history),
         constraints=[c.model_dump() for c in cfg.constraints],
         best_metrics=dict(best.metrics),
+        trace_digest=trace_digest(study, history, best),
     )
