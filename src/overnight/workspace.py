@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -77,6 +79,10 @@ class Workspace:
         self._index = self.state_dir / "candidate.index"
         self._env = self._commit_env()
         self._modes: dict[str, str] = {}
+        # Slot threads share the private index and `.git/worktrees/`; these are the only
+        # git operations that need serialising (refs are updated with compare-and-swap).
+        self._index_lock = threading.Lock()
+        self._worktree_lock = threading.Lock()
         self._git_dir = Path(git("rev-parse", "--git-common-dir", cwd=root).strip())
         if not self._git_dir.is_absolute():
             self._git_dir = (root / self._git_dir).resolve()
@@ -184,9 +190,11 @@ class Workspace:
         for path, content in files.items():
             blob = git("hash-object", "-w", "--stdin", cwd=self.root, input=content).strip()
             lines.append(f"{self._mode(parent, path)} {blob}\t{path}\n")
-        git("read-tree", parent, cwd=self.root, env=env)
-        git("update-index", "--add", "--index-info", cwd=self.root, env=env, input="".join(lines))
-        tree = git("write-tree", cwd=self.root, env=env).strip()
+        with self._index_lock:
+            git("read-tree", parent, cwd=self.root, env=env)
+            git("update-index", "--add", "--index-info", cwd=self.root, env=env,
+                input="".join(lines))  # fmt: skip
+            tree = git("write-tree", cwd=self.root, env=env).strip()
         return git(
             "commit-tree", tree, "-p", parent, "-F", "-", cwd=self.root, env=env, input=message
         ).strip()
@@ -195,6 +203,20 @@ class Workspace:
     def message(description: str, n: int) -> str:
         subject = " ".join(description.split()) or f"experiment {n}"
         return f"{subject}\n\n{TRAILER}: {n}\n"
+
+    @staticmethod
+    def three_way(base: str, ours: str, theirs: str) -> str | None:
+        """Merge the change base → theirs into ours (git merge-file); None on conflict."""
+        with tempfile.TemporaryDirectory(prefix="overnight-merge-") as tmp:
+            paths = []
+            for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+                p = Path(tmp) / name
+                p.write_text(text)
+                paths.append(str(p))
+            proc = subprocess.run(["git", "merge-file", "-p", *paths], capture_output=True)
+        if proc.returncode != 0:  # >0: conflicts, <0: error
+            return None
+        return proc.stdout.decode()
 
     # -- worktrees ------------------------------------------------------------------------
 
@@ -208,11 +230,12 @@ class Workspace:
         clean must not delete."""
         path = self.worktree_path(slot)
         if not (path / ".git").exists():
-            if path.exists():  # a half-created worktree from a killed controller
-                shutil.rmtree(path, ignore_errors=True)
-            self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-            git("worktree", "prune", cwd=self.root)
-            git("worktree", "add", "--force", "--detach", str(path), commit, cwd=self.root)
+            with self._worktree_lock:
+                if path.exists():  # a half-created worktree from a killed controller
+                    shutil.rmtree(path, ignore_errors=True)
+                self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+                git("worktree", "prune", cwd=self.root)
+                git("worktree", "add", "--force", "--detach", str(path), commit, cwd=self.root)
             return path
         git("checkout", "-q", "-f", "--detach", commit, cwd=path)
         args = ["clean", "-fdq"]
