@@ -194,7 +194,7 @@ class Loop:
 
     def _recover(self) -> None:
         """Undo what a killed controller left: orphan runs, git locks, half-done rows."""
-        killed = kill_marked(self.marker_prefix)
+        killed = kill_marked(self.marker_prefix + ":")  # not a study whose name extends ours
         if killed:
             self.view.message(f"recovery: killed {killed} orphaned process(es) of an earlier run")
         for lock in self.ws.clean_stale_locks():

@@ -95,6 +95,7 @@ class Study:
                 measurements=ledger.measurements(n),
                 dir=str(self.exp_dir(n)),
                 meta=rec.meta,
+                constraints=constraint_rows(self.cfg, rec.metrics),
             )
             return out
         finally:
@@ -133,4 +134,18 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "elapsed_hours": elapsed_h,
         "pending": pending,
         "start_commit": ledger.get_meta("start_commit"),
+        "constraints": constraint_rows(study.cfg, best.metrics if best else {}),
     }
+
+
+def constraint_rows(cfg: Config, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """Each `[[constraint]]` with its value in `metrics` and whether it holds (`ok` is None
+    when the metric was not reported)."""
+    rows = []
+    for c in cfg.constraints:
+        value = metrics.get(c.name)
+        ok = None
+        if value is not None:
+            ok = (c.min is None or value >= c.min) and (c.max is None or value <= c.max)
+        rows.append({"name": c.name, "min": c.min, "max": c.max, "value": value, "ok": ok})
+    return rows

@@ -8,6 +8,10 @@ Two formats are accepted:
   `reward.txt` (or `verifier/reward.txt`) beside or above it.
 
 Malformed files are reported in `TraceSet.problems`, never fatal.
+
+Holdout traces never reach a prompt: only the metric runs' folders (`traces`, `traces-<n>`)
+are read, and inside them files and folders whose names start with `holdout` are skipped,
+so an evaluation that writes its holdout records next to its search records leaks nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 # Trace folders of the metric runs (repeat 0, 1, …). Holdout, confirm and any other kind
 # of run write to other folders and never reach a prompt.
 SEARCH_DIR = re.compile(r"^traces(-\d+)?$")
+# A trace file bigger than this is reported and skipped rather than read into memory.
+MAX_FILE_BYTES = 64 << 20
 
 
 @dataclass
@@ -59,7 +65,9 @@ class TaskTrace:
             first = str(self.error).strip().splitlines()[0] if str(self.error).strip() else ""
             return "error: " + re.sub(r"\d+", "N", first.split(":")[0])[:60]
         if self.expected is not None:
-            return f"wrong answer (expected {str(self.expected)[:40]})"
+            # Expected and actual together: "billing, said bug" and "billing, said account"
+            # are different mistakes and both deserve a slot in the digest.
+            return f"wrong answer: expected {_short(self.expected)}, got {_short(self.output)}"
         return "failed"
 
 
@@ -75,6 +83,11 @@ class TraceSet:
         return [t for t in self.tasks.values() if t.ok is False]
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text[:limit]
+
+
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -87,7 +100,7 @@ def _num(value: Any) -> float | None:
 
 def _record(obj: dict[str, Any], source: str) -> TaskTrace:
     task = obj.get("task", obj.get("task_id", obj.get("id")))
-    if task is None:
+    if task is None or not str(task).strip():
         raise ValueError("no `task` field")
     passed = obj.get("passed")
     if passed is not None and not isinstance(passed, bool):
@@ -112,14 +125,17 @@ def _read_jsonl(path: Path, rel: str, out: TraceSet) -> None:
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             rec = _record(obj, f"{rel}:{i}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             out.problems.append(f"{rel}:{i}: {exc}")
             continue
         out.tasks[rec.task] = rec
 
 
-def _reward_near(path: Path) -> float | None:
+def _reward_near(path: Path, root: Path) -> float | None:
+    # Only inside the trace folder: above it lie the experiment's other files.
     for d in (path.parent, path.parent.parent):
+        if d != root and root not in d.parents:
+            continue
         for name in ("reward.txt", "verifier/reward.txt"):
             f = d / name
             if f.is_file():
@@ -127,7 +143,7 @@ def _reward_near(path: Path) -> float | None:
     return None
 
 
-def _read_atif(path: Path, rel: str, out: TraceSet) -> None:
+def _read_atif(path: Path, rel: str, root: Path, out: TraceSet) -> None:
     try:
         data = json.loads(path.read_text(errors="replace"))
         if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
@@ -139,13 +155,16 @@ def _read_atif(path: Path, rel: str, out: TraceSet) -> None:
     task = extra.get("task_id") or data.get("task_id") or data.get("task")
     if not task:
         trial = path.parent.parent if path.parent.name == "agent" else path.parent
+        if trial == root.parent:  # a trajectory.json right in the trace folder: no trial name
+            out.problems.append(f"{rel}: no task id (extra.task_id) and no trial folder")
+            return
         task = trial.name.split("__")[0]
     passed = next((s.get("passed") for s in (data, extra) if isinstance(s.get("passed"), bool)),
                   None)  # fmt: skip
     score = next((_num(s.get(k)) for s in (data, extra) for k in ("score", "reward")
                   if _num(s.get(k)) is not None), None)  # fmt: skip
     if passed is None and score is None:
-        score = _reward_near(path)
+        score = _reward_near(path, root)
     final = data.get("final_metrics") if isinstance(data.get("final_metrics"), dict) else {}
     steps = data["steps"]
     first_user = next((s.get("message") for s in steps
@@ -154,8 +173,8 @@ def _read_atif(path: Path, rel: str, out: TraceSet) -> None:
                        if isinstance(s, dict) and s.get("source") == "agent"), None)  # fmt: skip
     out.tasks[str(task)] = TaskTrace(
         task=str(task), passed=passed, score=score, input=first_user, output=last_agent,
-        error=extra.get("error"), steps=steps, cost_usd=_num(final.get("total_cost_usd")),
-        source=rel,
+        error=None if extra.get("error") is None else str(extra["error"]), steps=steps,
+        cost_usd=_num(final.get("total_cost_usd")), source=rel,
     )  # fmt: skip
 
 
@@ -167,10 +186,21 @@ def load_traces(dirs: Iterable[Path]) -> TraceSet:
             continue
         for path in sorted(d.rglob("*")):
             rel = path.relative_to(d.parent).as_posix()
-            if path.suffix == ".jsonl" and path.is_file():
-                _read_jsonl(path, rel, out)
-            elif path.name == "trajectory.json" and path.is_file():
-                _read_atif(path, rel, out)
+            inside = path.relative_to(d).parts
+            if any(part.lower().startswith("holdout") for part in inside):
+                continue
+            is_jsonl = path.suffix == ".jsonl"
+            if not (is_jsonl or path.name == "trajectory.json") or not path.is_file():
+                continue
+            try:
+                if path.stat().st_size > MAX_FILE_BYTES:
+                    out.problems.append(f"{rel}: larger than {MAX_FILE_BYTES >> 20} MiB, skipped")
+                elif is_jsonl:
+                    _read_jsonl(path, rel, out)
+                else:
+                    _read_atif(path, rel, d, out)
+            except (OSError, RecursionError) as exc:  # unreadable, or absurdly nested JSON
+                out.problems.append(f"{rel}: {type(exc).__name__}: {exc}")
     return out
 
 
@@ -178,7 +208,9 @@ def search_trace_dirs(exp_dir: Path, first_repeat_only: bool = True) -> list[Pat
     """The folders of the metric runs' traces; holdout traces are never among them."""
     if not exp_dir.is_dir():
         return []
-    dirs = sorted(d for d in exp_dir.iterdir() if d.is_dir() and SEARCH_DIR.match(d.name))
+    dirs = [d for d in exp_dir.iterdir() if d.is_dir() and SEARCH_DIR.match(d.name)]
+    # By repeat number: `traces-10` after `traces-2`.
+    dirs.sort(key=lambda d: int(d.name.partition("-")[2] or 0))
     return dirs[:1] if first_repeat_only else dirs
 
 
@@ -214,6 +246,8 @@ def _clip(text: str, limit: int) -> str:
     """Head and tail of `text` with an explicit marker where the middle was cut."""
     if len(text) <= limit:
         return text
+    if limit < 40:  # no room for a marker and anything around it
+        return text[:limit]
     marker = "\n… [{} chars cut] …\n"
     keep = max(0, limit - len(marker) - 6)
     head = keep * 2 // 3
@@ -226,7 +260,9 @@ def render(trace: TaskTrace, limit: int) -> str:
     for key in ("input", "expected", "output", "error"):
         value = getattr(trace, key)
         if value is not None:
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            text = value if isinstance(value, str) else json.dumps(
+                value, default=str, ensure_ascii=False
+            )
             parts.append(f"{key}: {text}")
     if trace.steps:
         steps = "\n".join(json.dumps(s, default=str, ensure_ascii=False) for s in trace.steps)
