@@ -145,6 +145,11 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         typer.echo(f"interrupted experiment(s) {st['pending']} will be re-run on resume")
     if st.get("constraints"):
         typer.echo(_constraints_line(st["constraints"], "best"))
+    from overnight.holdout import drift_line, holdout_line
+
+    for line in (holdout_line(st, st["metric"]["name"]), drift_line(st)):
+        if line:
+            typer.echo(line)
 
 
 @app.command()
@@ -213,6 +218,8 @@ def show(
         typer.echo(f"rationale: {info['rationale']}")
     if info.get("constraints"):
         typer.echo(_constraints_line(info["constraints"], "here"))
+    for line in _trust_lines(info):
+        typer.echo(line)
     if info["metrics"]:
         typer.echo("metrics: " + ", ".join(f"{k}={fmt(v)}" for k, v in info["metrics"].items()))
     if info["diff"]:
@@ -396,6 +403,96 @@ def apply_change(
                "as an unstaged change; review it with `git diff`")  # fmt: skip
     if res.already:
         typer.echo(f"already had the change: {', '.join(res.already)}")
+
+
+# -- report, serve ---------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default .overnight/<name>/report)."),
+    ] = None,
+) -> None:
+    """Write report.html (self-contained, shareable) and progress.png."""
+    from overnight.report import write_report
+
+    files = write_report(_open(config), out)
+    typer.echo(f"wrote {files.html} and {files.png} ({files.experiments} experiments)")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind; non-loopback needs a token.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OVERNIGHT_SERVE_TOKEN",
+            help="Token every request must carry (generated when binding beyond loopback).",
+        ),
+    ] = None,
+) -> None:
+    """A live, read-only dashboard of the study in your browser."""
+    from overnight.report.server import serve as serve_dashboard
+
+    if not 0 < port < 65536:
+        raise UsageError(f"--port: expected 1-65535, got {port}")
+    serve_dashboard(_open(config), host=host, port=port, token=token)
+
+
+def _trust_lines(info: dict[str, Any]) -> list[str]:
+    """`show`: the measurements per kind, the rule that decided, the isolation the runs had."""
+    lines = []
+    by_kind: dict[str, list[str]] = {}
+    for m in info.get("measurements") or []:
+        by_kind.setdefault(m["kind"], []).append(fmt(m["value"]))
+    if by_kind:
+        lines.append("measured: " + "; ".join(f"{k} {', '.join(v)}" for k, v in by_kind.items()))
+    meta = info.get("meta") or {}
+    verdict = meta.get("verdict") or {}
+    if verdict.get("rule"):
+        rule = verdict["rule"]
+        lines.append(
+            f"rule: {verdict.get('method')} (alpha {rule['alpha']:g}, min_improvement "
+            f"{rule['threshold']:.4g}), decided at the {verdict.get('stage')} stage"
+        )
+    if meta.get("isolation"):
+        lines.append(f"isolation: {meta['isolation']}")
+    return lines
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+@app.command()
+def verify(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute every verdict from the ledger's stored values; exit 1 on any disagreement."""
+    from overnight.verify import verify_ledger
+
+    study = _open(config)
+    ledger = study.open_ledger()
+    try:
+        result = verify_ledger(ledger)
+    finally:
+        ledger.close()
+    if as_json:
+        _emit_json(result.as_dict())
+    else:
+        for n, problem in result.disagreements:
+            typer.echo(f"experiment {n}: {problem}")
+        skipped = f", {len(result.skipped)} not recomputable" if result.skipped else ""
+        verdict = "all agree" if result.ok else f"{len(result.disagreements)} disagreement(s)"
+        typer.echo(f"verified {result.checked} verdict(s){skipped}: {verdict}")
+    if not result.ok:
+        raise OvernightError(
+            f"{len(result.disagreements)} verdict(s) do not follow from the ledger's values"
+        )
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from overnight.config import Config, load_config
 from overnight.errors import UsageError
+from overnight.holdout import drift_status, holdout_status
 from overnight.ledger import Ledger
 from overnight.records import ExperimentRecord
 from overnight.workspace import Workspace, find_repo_root
@@ -135,6 +136,8 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "pending": pending,
         "start_commit": ledger.get_meta("start_commit"),
         "constraints": constraint_rows(study.cfg, best.metrics if best else {}),
+        "holdout": holdout_status(study.cfg, ledger),
+        "drift": drift_status(ledger),
     }
 
 
