@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,10 +20,11 @@ from typing import Any
 from overnight.config import resolve_surface
 from overnight.constraints import check_constraints
 from overnight.context import build_context
+from overnight.decide import Decider
 from overnight.errors import OvernightError, UsageError
-from overnight.executors.local import LocalExecutor
+from overnight.executors.registry import make_executor
 from overnight.guard import ProtectedFiles, outside_surface, surface_hash
-from overnight.judge import Verdict, greedy
+from overnight.judge import Verdict
 from overnight.ledger import Ledger
 from overnight.lock import study_lock
 from overnight.measure import Interrupted, Measurer
@@ -31,6 +32,7 @@ from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.registry import load_proposer
 from overnight.records import ExperimentRecord, Proposal
 from overnight.runner import kill_marked, scrub_env
+from overnight.sandbox import Sandbox
 from overnight.study import Study, status_of
 from overnight.view import NullView, View
 
@@ -126,7 +128,11 @@ class Loop:
         # Validate everything before the first write, so a usage error changes nothing.
         fresh = not self.study.ledger_path.exists()
         self.ledger = Ledger(self.study.ledger_path, readonly=True) if not fresh else None  # type: ignore[assignment]
-        start = None if fresh else self.ledger.get_meta("start_commit")
+        try:
+            start = None if fresh else self.ledger.get_meta("start_commit")
+        except sqlite3.OperationalError:  # killed while creating the ledger: no tables yet
+            self.ledger.close()
+            self.ledger, fresh, start = None, True, None  # type: ignore[assignment]
         if start is None or self.ledger is None or self.ledger.last_keep() is None:
             start = self.ws.user_head()
         elif not self.ws.commit_exists(start):
@@ -148,7 +154,13 @@ class Loop:
             cfg.study.surface, tracked, cfg.path.name, root=self.study.root
         )
         self.protected = ProtectedFiles(self.study.root, cfg.study.protect, tracked)
-        self.executor = LocalExecutor(self.ws, self.surface, self.protected, 1, cfg.executor.gpus)
+        # Refuses (exit 2, nothing written) when the sandbox was asked for and cannot work.
+        sandbox = Sandbox(cfg.sandbox, self.study.root, dict(os.environ))
+        sandbox.check()
+        self.executor = make_executor(
+            self.opts.executor or cfg.executor.kind, cfg, self.ws, self.surface, self.protected,
+            workers=self.opts.workers, sandbox=sandbox,
+        )  # fmt: skip
         kind = self.opts.proposer or cfg.proposer.kind
         self.proposer: BaseProposer
         self.proposer, why = load_proposer(kind, cfg, seed=self.opts.seed)
@@ -162,6 +174,7 @@ class Loop:
             self.study, self.executor, self.ledger, self.base_env, self.opts.seed,
             self.marker_prefix, lambda: self.stop_reason,
         )  # fmt: skip
+        self.decider = Decider(self.study, self.ledger, self.measure, self.ws, self.surface)
         self.view.message(why)
         self._run_clock = time.monotonic()
 
@@ -248,6 +261,7 @@ class Loop:
                 f"the metric {self.cfg.metric.name!r}, then run again."
             )
         value, metrics, wall = self.measure.aggregate(reports)
+        self.decider.baseline(self.start_commit, reports)
         self.ledger.decide(0, "keep", "baseline", value, metrics, wall)
         self.ws.set_branch(self.start_commit)
         self._load_best()
@@ -264,6 +278,8 @@ class Loop:
 
     def _one_experiment(self) -> ExperimentRecord | None:
         n = self.ledger.next_number()
+        if note := self.decider.maybe_remeasure(self.best, n):
+            self.view.message(note)
         proposal = self._propose(n)
         if proposal is None:
             return None
@@ -396,14 +412,8 @@ class Loop:
         value, metrics, wall = self.measure.aggregate(reports)
         if verdict is None:
             verdict = check_constraints(metrics, self.cfg.constraints)
-        if verdict is None:
-            assert value is not None
-            verdict = greedy(
-                name=self.cfg.metric.name, goal=self.cfg.metric.goal, value=value,
-                best=self.best.value if self.best.value is not None else math.inf,
-                best_experiment=self.best.experiment,
-                threshold=self.cfg.metric.threshold(self.best.value or 0.0),
-            )  # fmt: skip
+        # The noise-aware rule, the confirming re-run and the holdout gate (decide.py).
+        verdict = self.decider.verdict(n, commit, reports, verdict, self.best, self.best_files)
         return self._record(n, verdict, value, metrics, wall, commit=commit)
 
     # == measuring ==========================================================================
@@ -483,6 +493,16 @@ class Loop:
             return f"no keep in the last {streak} experiments (patience {o.patience})"
         if o.max_cost is not None and self.ledger.total_cost() >= o.max_cost:
             return f"cost limit reached (${self.ledger.total_cost():.2f} of ${o.max_cost:.2f})"
+        if o.max_cost is not None:
+            # Stop BEFORE a call that could cross the cap: proposers that pay per call say
+            # what the next one may cost at most (llm: its prompt and a max_tokens reply).
+            estimate = getattr(self.proposer, "next_cost_estimate", None)
+            spent, upcoming = self.ledger.total_cost(), float(estimate() if estimate else 0.0)
+            if spent + upcoming > o.max_cost:
+                return (
+                    f"cost limit reached (${spent:.2f} spent of ${o.max_cost:.2f}; the next "
+                    f"model call could cost up to ${upcoming:.2f})"
+                )
         return None
 
 

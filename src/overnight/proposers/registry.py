@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -11,6 +12,8 @@ from overnight.proposers.base import BaseProposer
 
 BUILTIN = {
     "tune": "overnight.proposers.tune:TuneProposer",
+    "llm": "overnight.proposers.llm:LLMProposer",
+    "agent": "overnight.proposers.agent:AgentProposer",
 }
 
 
@@ -30,7 +33,20 @@ def resolve_kind(kind: str, cfg: Any) -> tuple[str, str]:
     """The concrete proposer for `kind` and a sentence saying why it was chosen."""
     if kind != "auto":
         return kind, f"proposer: {kind}"
-    return "tune", "proposer: tune (auto: no LLM configured)"
+    from overnight.redact import proposer_key_env
+
+    p = getattr(cfg, "proposer", None)
+    key_env = proposer_key_env(p) if p is not None else ""
+    if p is None or not key_env:
+        return "tune", "proposer: tune (auto: no LLM configured)"
+    from overnight.proposers.llm import DEFAULT_MODEL
+
+    model = f"{p.provider} {p.model or DEFAULT_MODEL.get(p.provider, '')}".strip()
+    if os.environ.get(key_env):
+        return "llm", f"proposer: llm (auto: ${key_env} is set; {model})"
+    if p.base_url and not p.api_key_env:  # a key-less local server, configured on purpose
+        return "llm", f"proposer: llm (auto: server at {p.base_url} needs no key; {model})"
+    return "tune", f"proposer: tune (auto: ${key_env} is not set, so no LLM)"
 
 
 def load_proposer(kind: str, cfg: Any, seed: int = 0) -> tuple[BaseProposer, str]:
