@@ -155,7 +155,7 @@ def _read_atif(path: Path, rel: str, root: Path, out: TraceSet) -> None:
     task = extra.get("task_id") or data.get("task_id") or data.get("task")
     if not task:
         trial = path.parent.parent if path.parent.name == "agent" else path.parent
-        if trial == root.parent:  # a trajectory.json right in the trace folder: no trial name
+        if root not in trial.parents:  # right in the trace folder: no trial folder to name it
             out.problems.append(f"{rel}: no task id (extra.task_id) and no trial folder")
             return
         task = trial.name.split("__")[0]
@@ -260,8 +260,10 @@ def render(trace: TaskTrace, limit: int) -> str:
     for key in ("input", "expected", "output", "error"):
         value = getattr(trace, key)
         if value is not None:
-            text = value if isinstance(value, str) else json.dumps(
-                value, default=str, ensure_ascii=False
+            text = (
+                value
+                if isinstance(value, str)
+                else json.dumps(value, default=str, ensure_ascii=False)
             )
             parts.append(f"{key}: {text}")
     if trace.steps:
@@ -307,7 +309,7 @@ def build_digest(
         room = budget_chars - used - 400  # leave room for the summary line
         if room < 200:
             break
-        header = (f"(broken by experiment {last_experiment}) " if why == "broke" else "")
+        header = f"(broken by experiment {last_experiment}) " if why == "broke" else ""
         text = header + render(trace, min(per_trace, room))
         sections.append(text)
         used += len(text) + 2
