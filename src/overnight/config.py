@@ -247,6 +247,10 @@ class SandboxConfig(_Section):
     network: bool = True
     memory: MemorySize = ""
     pids: int = Field(default=0, ge=0)
+    # Host paths hidden from every command but [holdout].command (e.g. holdout labels).
+    hide: list[str] = Field(default_factory=list)
+    # Paths inside the hidden home/checkout a run may read; suffix ":rw" to allow writes.
+    expose: list[str] = Field(default_factory=list)
 
 
 class Config(_Section):

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE INDEX IF NOT EXISTS experiments_status ON experiments(status);
 CREATE INDEX IF NOT EXISTS experiments_hash ON experiments(surface_hash);
+-- Read side at 100k experiments: counts, cost and the chart's points come from this covering
+-- index instead of scanning rows that carry whole diffs; the partial index finds the few
+-- undecided rows (`state!='decided'`) without a scan; decided_at is the dashboard's cursor.
+CREATE INDEX IF NOT EXISTS experiments_decided ON experiments(state, n, status, value, cost_usd);
+CREATE INDEX IF NOT EXISTS experiments_undecided ON experiments(n) WHERE state!='decided';
+CREATE INDEX IF NOT EXISTS experiments_decided_at ON experiments(decided_at);
 CREATE TABLE IF NOT EXISTS measurements (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     n INTEGER NOT NULL,
@@ -60,6 +66,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_n ON measurements(n);
+CREATE INDEX IF NOT EXISTS measurements_kind ON measurements(kind, n);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -257,6 +264,15 @@ class Ledger:
             d["timed_out"] = bool(d["timed_out"])
             out.append(d)
         return out
+
+    def measurement_values(self) -> list[tuple[int, int, str, float | None]]:
+        """(id, n, kind, value) of every measurement, oldest first, value None unless the
+        run succeeded: what the noise estimate and `overnight verify` need."""
+        rows = self.db.execute(
+            "SELECT id, n, kind, CASE WHEN exit_code=0 AND timed_out=0 THEN value END"
+            " FROM measurements ORDER BY id"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     @staticmethod
     def _record(row: sqlite3.Row) -> ExperimentRecord:

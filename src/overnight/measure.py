@@ -46,15 +46,18 @@ class Measurer:
             return commands, "metric"
         return commands, "run"
 
-    def measure(self, n: int, commit: str, kind: str = "run", repeats: int | None = None,
-                first_repeat: int = 0) -> list[RunReport]:
+    def measure(
+        self, n: int, commit: str, kind: str = "run", repeats: int | None = None,
+        first_repeat: int = 0, abort: bool = True,
+    ) -> list[RunReport]:  # fmt: skip
         """Run the candidate `repeats` times (the study's `repeats` by default), stopping at
-        the first failed repeat; every repeat is stored in the ledger."""
+        the first failed repeat; every repeat is stored in the ledger. `abort`: whether an
+        interruption marks experiment `n` aborted (not for re-measuring a decided best)."""
         commands, metric_from = self.metric_commands()
         reports = []
         count = self.cfg.metric.repeats if repeats is None else repeats
         for repeat in range(first_repeat, first_repeat + count):
-            report = self.execute(n, commit, repeat, kind, commands, metric_from)
+            report = self.execute(n, commit, repeat, kind, commands, metric_from, abort=abort)
             reports.append(report)
             value, err = primary_value(report.metrics, self.cfg.metric.name)
             self.ledger.add_measurement(
@@ -65,9 +68,23 @@ class Measurer:
                 break
         return reports
 
+    def measure_holdout(self, n: int, commit: str, abort: bool = True) -> RunReport:
+        """Run `[holdout].command` once on candidate `n`, reading the artifacts of its first
+        metric run; stored as a measurement of kind "holdout" (never shown to a proposer)."""
+        h = self.cfg.holdout
+        artifacts = str(self.study.exp_dir(n) / "artifacts")
+        report = self.execute(n, commit, 0, "holdout", [("holdout", h.command)], "holdout",
+                              artifact_dir=artifacts, abort=abort)  # fmt: skip
+        value, err = primary_value(report.metrics, h.name)
+        self.ledger.add_measurement(
+            n, "holdout", 0, value, report.metrics, report.exit_code, report.timed_out,
+            report.wall_s, err if report.exit_code == 0 else report.failed_step,
+        )  # fmt: skip
+        return report
+
     def execute(
         self, n: int, commit: str, repeat: int, kind: str, commands: list[tuple[str, str]],
-        metric_from: str,
+        metric_from: str, artifact_dir: str | None = None, abort: bool = True,
     ) -> RunReport:  # fmt: skip
         exp_dir = self.study.exp_dir(n)
         exp_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +96,7 @@ class Measurer:
             # Repeat r gets the same seed in every experiment: paired comparisons.
             "OVERNIGHT_SEED": str(self.seed + repeat),
             "OVERNIGHT_TRACE_DIR": str(exp_dir / f"traces{suffix}"),
-            "OVERNIGHT_ARTIFACT_DIR": str(exp_dir / f"artifacts{suffix}"),
+            "OVERNIGHT_ARTIFACT_DIR": artifact_dir or str(exp_dir / f"artifacts{suffix}"),
         }
         task = RunTask(
             experiment=n, repeat=repeat, kind=kind, commit=commit, commands=commands,
@@ -88,9 +105,10 @@ class Measurer:
         )  # fmt: skip
         report = self.executor.run(task)
         if report.interrupted:
-            self.ledger.set_state(
-                n, "aborted", reason=f"interrupted ({self.stop_reason()}); re-run on resume"
-            )
+            if abort:
+                self.ledger.set_state(
+                    n, "aborted", reason=f"interrupted ({self.stop_reason()}); re-run on resume"
+                )
             raise Interrupted
         return report
 

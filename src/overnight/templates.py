@@ -112,6 +112,8 @@ prefer_simpler = false
 #network = true
 #memory = ""
 #pids = 0
+#hide = []                     # paths hidden from runs (holdout labels); [holdout] sees them
+#expose = []                   # paths in your home a run may read ("~/.cache/x", ":rw" to write)
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from overnight.executors.base import BaseExecutor, RunReport, RunTask
 from overnight.guard import ProtectedFiles, outside_surface
 from overnight.metrics import read_metrics
 from overnight.runner import run_command
+from overnight.sandbox import Sandbox
 from overnight.workspace import Workspace
 
 
@@ -20,6 +22,7 @@ class LocalExecutor(BaseExecutor):
         protected: ProtectedFiles,
         slots: int = 1,
         gpus: list[int] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.ws = workspace
         self.surface = surface
@@ -27,6 +30,8 @@ class LocalExecutor(BaseExecutor):
         self.slots = slots
         self.gpus = gpus or []
         self._stop = threading.Event()
+        self.sandbox = sandbox
+        self._locked: list[str] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -56,16 +61,18 @@ class LocalExecutor(BaseExecutor):
         for label, command in task.commands:
             prefix = "" if task.kind in ("run", label) else f"{task.kind}-"
             name = f"{prefix}{label}{suffix}"
-            out = run_command(
-                command,
-                cwd=wt,
-                env=env,
-                budget_s=task.budget_s,
-                stdout_path=exp_dir / f"{name}.stdout",
-                stderr_path=exp_dir / f"{name}.stderr",
-                marker=f"{task.marker}:{label}",
-                stop=self._stop,
-            )
+            with self._wrap(task, wt, env, label) as wrap:
+                out = run_command(
+                    command,
+                    cwd=wt,
+                    env=env,
+                    budget_s=task.budget_s,
+                    stdout_path=exp_dir / f"{name}.stdout",
+                    stderr_path=exp_dir / f"{name}.stderr",
+                    marker=f"{task.marker}:{label}",
+                    stop=self._stop,
+                    wrap=wrap,
+                )
             if label == task.commands[0][0]:
                 report.wall_s = out.wall_s
             report.output_tail = out.output_tail
@@ -77,9 +84,26 @@ class LocalExecutor(BaseExecutor):
                 report.interrupted = out.interrupted
                 report.failed_step = label
                 break
+        report.isolation = self.sandbox.describe() if self.sandbox else "none"
         changed = outside_surface(self.ws.changed_tracked(wt), self.surface)
         changed += self.protected.changed(wt)
         if changed:
             report.locked_changed = sorted(changed)
             self.protected.sync(wt)  # restore the originals right away
         return report
+
+    def _wrap(
+        self, task: RunTask, wt: Path, env: dict[str, str], label: str
+    ) -> contextlib.AbstractContextManager[list[str]]:
+        """The sandbox prefix of one command; the holdout command alone sees hidden paths."""
+        if not self.sandbox:
+            return contextlib.nullcontext([])
+        if self._locked is None:
+            # Tracked files are the same in every candidate: only surface contents change.
+            tracked = outside_surface(self.ws.tracked_files(task.commit), self.surface)
+            self._locked = sorted(set(tracked) | set(self.protected.files))
+        writable = [Path(env[d]) for d in ("OVERNIGHT_TRACE_DIR", "OVERNIGHT_ARTIFACT_DIR")
+                    if d in env]  # fmt: skip
+        return self.sandbox.wrap(
+            worktree=wt, writable=writable, locked=self._locked, trusted=label == "holdout"
+        )

@@ -1,0 +1,106 @@
+"""What `status` shows about trust: the search metric next to the hidden holdout, and the
+drift of the best found by re-measuring it. For the user only: nothing here reaches a
+proposer (context.py builds the proposer's view from experiment records, which never hold
+holdout values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from overnight.config import Config
+from overnight.judge import fmt, gain
+from overnight.ledger import Ledger
+
+
+def _holdout_value(ledger: Ledger, n: int) -> float | None:
+    rows = [r for r in ledger.measurements(n, "holdout")
+            if r["value"] is not None and r["exit_code"] == 0]  # fmt: skip
+    return rows[-1]["value"] if rows else None
+
+
+def holdout_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:
+    """The search metric and the holdout of the baseline and of every keep, side by side.
+    `diverging`: the search metric improved on the baseline while the holdout did not."""
+    h = cfg.holdout
+    if not h.command:
+        return None
+    records = ledger.records()
+    keeps = [r for r in records if r.status == "keep"]
+    series = [{"experiment": r.experiment, "value": r.value,
+               "holdout": _holdout_value(ledger, r.experiment)} for r in keeps]  # fmt: skip
+    base = series[0] if series else None
+    best = series[-1] if series else None
+    diverging = False
+    if base and best and best is not base and None not in (base["value"], best["value"]):
+        metric_gain = gain(best["value"], base["value"], cfg.metric.goal)
+        if base["holdout"] is not None and best["holdout"] is not None:
+            diverging = metric_gain > 0 and gain(best["holdout"], base["holdout"], h.goal) <= 0
+    rejected = sum(
+        1 for r in records
+        if r.status == "rejected" and r.meta.get("verdict", {}).get("stage") == "holdout"
+    )  # fmt: skip
+    return {
+        "name": h.name,
+        "goal": h.goal,
+        "tolerance": h.tolerance,
+        "baseline": base["holdout"] if base else None,
+        "best": best["holdout"] if best else None,
+        "diverging": diverging,
+        "rejected": rejected,
+        "keeps": series,
+    }
+
+
+def drift_status(ledger: Ledger) -> dict[str, Any] | None:
+    """The re-measurements of the best (`remeasure_every`), the latest first."""
+    events = ledger.events("drift")
+    if not events:
+        return None
+    last = events[-1]
+    return {
+        "remeasured": len(events),
+        "significant": sum(1 for e in events if e.get("significant")),
+        "last": {
+            k: last.get(k)
+            for k in (
+                "experiment",
+                "before",
+                "after",
+                "shift",
+                "sigma",
+                "p",
+                "significant",
+                "error",
+                "at",
+            )
+        },  # fmt: skip
+    }
+
+
+def holdout_line(status: dict[str, Any], metric: str) -> str | None:
+    h = status.get("holdout")
+    if not h:
+        return None
+    base_m = status["baseline"]["value"]
+    best_m = status["best"]["value"]
+    line = (f"search {metric} {fmt(base_m)} → {fmt(best_m)}  |  holdout {h['name']} "
+            f"{fmt(h['baseline'])} → {fmt(h['best'])}")  # fmt: skip
+    if h["rejected"]:
+        line += f"  ({h['rejected']} keep(s) refused by the holdout)"
+    if h["diverging"]:
+        line += "  ⚠ diverging: the search metric improved, the holdout did not (overfitting?)"
+    return line
+
+
+def drift_line(status: dict[str, Any]) -> str | None:
+    d = status.get("drift")
+    if not d:
+        return None
+    last = d["last"]
+    if last.get("error"):
+        return f"drift: the last re-measurement of the best failed: {last['error']}"
+    sigma = f", {last['sigma']:+.2f}σ" if last.get("sigma") is not None else ""
+    p = f", p = {last['p']:.3g}" if last.get("p") is not None else ""
+    flag = "  ⚠ significant" if last.get("significant") else ""
+    return (f"drift: best (experiment {last['experiment']}) re-measured {d['remeasured']}×, "
+            f"last {fmt(last['before'])} → {fmt(last['after'])}{sigma}{p}{flag}")  # fmt: skip
