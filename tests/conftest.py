@@ -41,11 +41,22 @@ def overnight_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def serial(args: tuple[str, ...] | list[str]) -> list[str]:
+    """`overnight run` proposes ahead of the running experiment by default, so a proposal may
+    be made before the previous verdict. End-to-end tests of verdicts replay scripts whose
+    expectations assume the serial order (propose, run, decide, propose…), so they ask for
+    it; run-ahead and parallel slots have their own tests (test_parallel.py)."""
+    args = list(args)
+    if args and args[0] == "run" and "--lookahead" not in args:
+        args += ["--lookahead", "0"]
+    return args
+
+
 def run_cli(
     repo: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "overnight", *args],
+        [sys.executable, "-m", "overnight", *serial(args)],
         cwd=repo,
         env=overnight_env(env),
         capture_output=True,

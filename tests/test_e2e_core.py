@@ -13,7 +13,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import SCORE_PY, git, make_repo, overnight_env, run_cli, score_config, write_script
+from conftest import (
+    SCORE_PY,
+    git,
+    make_repo,
+    overnight_env,
+    run_cli,
+    score_config,
+    serial,
+    write_script,
+)
 
 
 def score_src(x: float, body: str = "") -> str:
@@ -233,7 +242,7 @@ while os.path.exists(os.environ["HOLD_FILE"]):
 
 def _start(repo: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "overnight", "run", "--plain", *args],
+        [sys.executable, "-m", "overnight", *serial(["run", "--plain", *args])],
         cwd=repo, env=overnight_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip

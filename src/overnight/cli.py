@@ -102,12 +102,19 @@ def run(
         float | None, typer.Option("--max-cost", help="USD cap on model calls.")
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="One line per experiment.")] = False,
+    lookahead: Annotated[
+        int | None,
+        typer.Option(help="Proposals prepared while runs go (default: one per slot; 0: "
+                     "propose only after each verdict)."),
+    ] = None,
 ) -> None:
     """Start the study, or resume it."""
     from overnight.loop import RunOptions, run_study
     from overnight.view import LiveView, PlainView, View
 
-    for flag, value in (("--experiments", experiments), ("--patience", patience)):
+    for flag, value in (
+        ("--experiments", experiments), ("--patience", patience), ("--lookahead", lookahead),
+    ):  # fmt: skip
         if value is not None and value < 0:
             raise UsageError(f"{flag}: expected a number >= 0, got {value}")
     if hours is not None and hours <= 0:
@@ -115,7 +122,7 @@ def run(
     study = _open(config)
     opts = RunOptions(
         experiments=experiments, hours=hours, patience=patience, proposer=proposer,
-        seed=seed, max_cost=max_cost, workers=workers, executor=executor,
+        seed=seed, max_cost=max_cost, workers=workers, executor=executor, lookahead=lookahead,
     )  # fmt: skip
     view: View = PlainView() if plain or not sys.stdout.isatty() else LiveView(study.name)
     try:

@@ -67,7 +67,8 @@ def load_keeps(study: Study, ledger: Ledger) -> tuple[str, list[Keep]]:
     if not start or base is None or base.status != "keep":
         raise UsageError(f"study {study.name!r} has no measured baseline yet; nothing to finish")
     keeps, before = [], base.value
-    for rec in ledger.records():
+    # Decision order, which parallel slots can make differ from the experiment numbers.
+    for rec in sorted(ledger.records(), key=lambda r: (r.decided_at or 0.0, r.experiment)):
         if rec.experiment == 0 or rec.status != "keep" or not rec.commit:
             continue
         keeps.append(

@@ -248,6 +248,16 @@ class Ledger:
                 ),
             )  # fmt: skip
 
+    def retire_measurements(self, n: int) -> None:
+        """Keep the runs of a candidate that was re-based onto a newer best, but out of the
+        way of its new verdict (their kind gets a `stale-` prefix)."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE measurements SET kind = 'stale-' || kind WHERE n=? AND kind NOT LIKE"
+                " 'stale-%'",
+                (n,),
+            )
+
     def clear_measurements(self, n: int) -> None:
         with self.tx() as db:
             db.execute("DELETE FROM measurements WHERE n=?", (n,))
@@ -322,7 +332,8 @@ class Ledger:
 
     def last_keep(self) -> ExperimentRecord | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM experiments WHERE status='keep' ORDER BY n DESC LIMIT 1"
+            f"SELECT {_COLUMNS} FROM experiments WHERE status='keep'"
+            " ORDER BY decided_at DESC, n DESC LIMIT 1"
         ).fetchone()
         return self._record(row) if row else None
 

@@ -33,6 +33,7 @@ from overnight.proposers.registry import load_proposer
 from overnight.records import ExperimentRecord, Proposal
 from overnight.runner import kill_marked, scrub_env
 from overnight.sandbox import Sandbox
+from overnight.scheduler import Scheduler
 from overnight.study import Study, status_of
 from overnight.view import NullView, View
 
@@ -49,6 +50,8 @@ class RunOptions:
     max_cost: float | None = None
     workers: int | None = None
     executor: str | None = None
+    # Proposals prepared ahead of the slots (None: one per slot; 0: propose, then run).
+    lookahead: int | None = None
 
 
 @dataclass
@@ -81,6 +84,9 @@ class Loop:
         self.ws = study.ws
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        # Guards the best, the numbering, the ledger's decisions and the study branch across
+        # slot threads; runs happen outside it.
+        self.lock = threading.RLock()
         self.marker_prefix = (
             "overnight:"
             + hashlib.sha1(str(study.root).encode()).hexdigest()[:10]
@@ -96,21 +102,21 @@ class Loop:
             try:
                 self._recover()
                 self._baseline()
-                ran, kept, streak = 0, 0, 0
                 t0 = time.monotonic()
+                resumed = kept_before = 0
                 for item in self._pending:
                     if self.stop_event.is_set():
                         break
                     rec = self._resume_experiment(item)
-                    ran, kept = ran + 1, kept + (rec.status == "keep")
-                while (why := self._should_stop(ran, streak, t0)) is None:
-                    rec = self._one_experiment()
-                    if rec is None:
-                        continue
-                    ran += 1
-                    kept += rec.status == "keep"
-                    streak = 0 if rec.status == "keep" else streak + 1
-                summary = RunSummary(why or self.stop_reason or "stopped", ran, kept)
+                    resumed, kept_before = resumed + 1, kept_before + (rec.status == "keep")
+                lookahead = self.slots if self.opts.lookahead is None else self.opts.lookahead
+                sched = Scheduler(self, self.slots, lookahead, t0)
+                # A resumed experiment counts towards --experiments like a new one.
+                sched.tally.started = sched.tally.ran = resumed
+                sched.tally.kept = kept_before
+                why = sched.run()
+                ran, kept = sched.tally.ran, sched.tally.kept
+                summary = RunSummary(why, ran, kept)
             except Interrupted:
                 summary = RunSummary(self.stop_reason or "interrupted")
             finally:
@@ -170,11 +176,16 @@ class Loop:
             self.ledger.close()
         self.ws.ensure_excluded()
         self.ledger = Ledger(self.study.ledger_path)
-        self.measure = Measurer(
-            self.study, self.executor, self.ledger, self.base_env, self.opts.seed,
-            self.marker_prefix, lambda: self.stop_reason,
-        )  # fmt: skip
-        self.decider = Decider(self.study, self.ledger, self.measure, self.ws, self.surface)
+        self.slots = max(1, getattr(self.executor, "slots", 1))
+        self.tools = [
+            (m := Measurer(
+                self.study, self.executor, self.ledger, self.base_env, self.opts.seed,
+                self.marker_prefix, lambda: self.stop_reason, slot=i,
+            ), Decider(self.study, self.ledger, m, self.ws, self.surface))
+            for i in range(self.slots)
+        ]  # fmt: skip
+        self.measure, self.decider = self.tools[0]
+        self._remeasuring = threading.Lock()
         self.view.message(why)
         self._run_clock = time.monotonic()
 
@@ -276,43 +287,43 @@ class Loop:
 
     # == one experiment =====================================================================
 
-    def _one_experiment(self) -> ExperimentRecord | None:
-        n = self.ledger.next_number()
-        if note := self.decider.maybe_remeasure(self.best, n):
-            self.view.message(note)
-        proposal = self._propose(n)
-        if proposal is None:
-            return None
-        return self._try(n, proposal)
+    def maybe_remeasure(self, slot: int) -> None:
+        """Periodic re-measurement of the best (drift), by one slot at a time."""
+        if not self.cfg.metric.remeasure_every or not self._remeasuring.acquire(blocking=False):
+            return
+        try:
+            with self.lock:
+                best, n = self.best, self.ledger.next_number()
+            if note := self.tools[slot][1].maybe_remeasure(best, n):
+                self.view.message(note)
+        finally:
+            self._remeasuring.release()
 
     def _resume_experiment(self, row: dict[str, Any]) -> ExperimentRecord:
+        """Finish an experiment a stopped controller left undecided, under its number."""
         n = row["n"]
         self.view.message(f"resuming experiment {n} (was {row['state']})")
         if row["commit_sha"] and row["parent"] == self.best.commit:
             self.ledger.clear_measurements(n)
-            return self._run_candidate(n, row["commit_sha"], row["description"])
-        files = json.loads(row["files"]) if row["files"] else {}
-        if not row["commit_sha"] and files:
-            proposal = Proposal(
-                files=files,
-                description=row["description"],
-                rationale=row["rationale"],
-                proposer=row["proposer"],
-                meta=json.loads(row["meta"]),
-            )
-            return self._try(n, proposal, existing=True)
-        # Proposed against a best that has moved on: measuring it now would compare it
-        # with the wrong parent.
-        return self._record(
-            n,
-            Verdict("invalid", "interrupted, and the best has moved since; not re-run"),
-            None,
-            {},
-            None,
-        )
+            return self._run_candidate(n, row["commit_sha"], row["description"], 0)
+        if row["commit_sha"]:
+            files = self.ws.read_files(row["commit_sha"], self.surface)
+        else:
+            files = json.loads(row["files"]) if row["files"] else {}
+        # Made on an older best (or never applied): carried over to the current best like a
+        # proposal that was prepared ahead.
+        proposal = Proposal(
+            files=files, description=row["description"], rationale=row["rationale"],
+            proposer=row["proposer"], meta=json.loads(row["meta"]),
+            base_commit=row["parent"] or "",
+        )  # fmt: skip
+        self.ledger.clear_measurements(n)
+        return self.try_proposal(proposal, 0, existing=n)
 
-    def _propose(self, n: int) -> Proposal | None:
-        ctx = self._context()
+    def make_proposal(self) -> Proposal:
+        """Ask the proposer, in a daemon thread so Ctrl-C never waits for a slow model."""
+        with self.lock:
+            ctx = self._context()
         box: dict[str, Any] = {}
 
         def work() -> None:
@@ -323,49 +334,87 @@ class Loop:
 
         thread = threading.Thread(target=work, name="overnight-proposer", daemon=True)
         thread.start()
-        self.view.proposing(n)
+        self.view.proposing(self.ledger.next_number())
         while thread.is_alive():
             thread.join(0.1)
             if self.stop_event.is_set():
                 raise Interrupted
         if "e" in box:
             exc = box["e"]
-            return Proposal(
-                files={},
-                description="proposer error",
-                proposer=self.proposer.name,
+            proposal = Proposal(
+                files={}, description="proposer error", proposer=self.proposer.name,
                 invalid_reason=f"proposer failed: {type(exc).__name__}: {exc}",
-            )
-        proposal: Proposal = box["p"]
+            )  # fmt: skip
+        else:
+            proposal = box["p"]
         proposal.proposer = proposal.proposer or self.proposer.name
-        proposal.base_commit = self.best.commit or ""
+        proposal.base_commit = ctx.best_commit
         return proposal
 
     def _context(self) -> Context:
         return build_context(self.study, self.ledger, self.best, self.best_files, self.opts.seed)
 
-    def _try(self, n: int, proposal: Proposal, existing: bool = False) -> ExperimentRecord:
-        """Apply a proposal as candidate commit `n`, then gate, measure and decide it."""
-        files = {**self.best_files, **proposal.files}
-        new_hash = surface_hash(files)
-        if not existing:
-            self.ledger.add_proposed(
-                n, parent=self.best.commit or "", description=proposal.description,
-                rationale=proposal.rationale, hypothesis=proposal.hypothesis,
-                proposer=proposal.proposer, files=proposal.files,
-                diff=diff_text(self.best_files, proposal.files), surface_hash=new_hash,
-                cost_usd=proposal.cost_usd, usage=proposal.usage, meta=proposal.meta,
+    def _merge_onto_best(
+        self, base_files: dict[str, str], changed: dict[str, str]
+    ) -> tuple[dict[str, str] | None, list[str]]:
+        """Three-way merge of the change base → changed onto the current best's surface."""
+        merged, conflicts = {}, []
+        for path, text in changed.items():
+            out = self.ws.three_way(base_files.get(path, ""), self.best_files.get(path, ""), text)
+            if out is None:
+                conflicts.append(path)
+            else:
+                merged[path] = out
+        return (None if conflicts else merged), conflicts
+
+    def try_proposal(
+        self, proposal: Proposal, slot: int, existing: int | None = None
+    ) -> ExperimentRecord:
+        """Number and apply a proposal as a candidate commit on the current best, then gate,
+        measure and decide it."""
+        with self.lock:
+            n = self.ledger.next_number() if existing is None else existing
+            base, best_files = self.best, dict(self.best_files)
+            stale = bool(proposal.base_commit) and proposal.base_commit != base.commit
+            conflicts: list[str] = []
+            if stale and proposal.files and not proposal.invalid_reason:
+                # Proposed on an older best (run-ahead, parallel slots): carry its change
+                # over to the current best before it runs.
+                rebased = self.proposer.rebase(proposal, best_files)
+                if rebased is not None:
+                    proposal.files = rebased
+                else:
+                    old = self.ws.read_files(proposal.base_commit, list(proposal.files))
+                    merged, conflicts = self._merge_onto_best(old, proposal.files)
+                    if merged is not None:
+                        proposal.files = merged
+            files = {**best_files, **proposal.files}
+            new_hash = surface_hash(files)
+            if existing is None:
+                self.ledger.add_proposed(
+                    n, parent=base.commit or "", description=proposal.description,
+                    rationale=proposal.rationale, hypothesis=proposal.hypothesis,
+                    proposer=proposal.proposer, files=proposal.files,
+                    diff=diff_text(best_files, proposal.files), surface_hash=new_hash,
+                    cost_usd=proposal.cost_usd, usage=proposal.usage, meta=proposal.meta,
+                )  # fmt: skip
+                self._save_proposal(n, proposal)
+            verdict = self._screen(n, proposal, files, new_hash)
+            if verdict is None and conflicts:
+                verdict = Verdict("invalid", "proposed on an older best; its change does not "
+                                  f"merge onto experiment {base.experiment}: conflict in "
+                                  + ", ".join(conflicts))  # fmt: skip
+            if verdict is not None:
+                return self._record(n, verdict, None, {}, None)
+            commit = self.ws.make_commit(
+                base.commit or "", proposal.files, self.ws.message(proposal.description, n)
+            )
+            self.ledger.set_state(
+                n, "applied", commit=commit, parent=base.commit or "", surface_hash=new_hash,
+                diff=diff_text(best_files, proposal.files),
             )  # fmt: skip
-            self._save_proposal(n, proposal)
-        verdict = self._screen(n, proposal, files, new_hash)
-        if verdict is not None:
-            return self._record(n, verdict, None, {}, None)
-        commit = self.ws.make_commit(
-            self.best.commit or "", proposal.files, self.ws.message(proposal.description, n)
-        )
-        self.ledger.set_state(n, "applied", commit=commit)
-        self.ws.set_experiment_ref(n, commit)
-        return self._run_candidate(n, commit, proposal.description)
+            self.ws.set_experiment_ref(n, commit)
+        return self._run_candidate(n, commit, proposal.description, slot, proposal)
 
     def _screen(
         self, n: int, proposal: Proposal, files: dict[str, str], new_hash: str
@@ -391,30 +440,62 @@ class Loop:
             )
         return None
 
-    def _run_candidate(self, n: int, commit: str, description: str) -> ExperimentRecord:
+    def _run_candidate(
+        self, n: int, commit: str, description: str, slot: int, proposal: Proposal | None = None
+    ) -> ExperimentRecord:
+        measure, decider = self.tools[slot]
+        with self.lock:
+            base, base_files = self.best, dict(self.best_files)
         self._started(n, description)
         if self.cfg.check.command:
             gate = [("check", self.cfg.check.command)]
-            report = self.measure.execute(n, commit, 0, "check", gate, "")
+            report = measure.execute(n, commit, 0, "check", gate, "")
             if report.exit_code != 0:
                 why = "timed out" if report.timed_out else f"exit {report.exit_code}"
                 tail = report.output_tail.strip().splitlines()[-3:]
-                return self._record(
-                    n,
-                    Verdict("invalid", f"[check] failed ({why}): " + " | ".join(tail)),
-                    None,
-                    {},
-                    report.wall_s,
+                verdict = Verdict("invalid", f"[check] failed ({why}): " + " | ".join(tail))
+                with self.lock:
+                    return self._record(n, verdict, None, {}, report.wall_s)
+        for _attempt in range(3):
+            self.ledger.set_state(n, "running")
+            reports = measure.measure(n, commit)
+            verdict = measure.failure(reports)
+            value, metrics, wall = measure.aggregate(reports)
+            if verdict is None:
+                verdict = check_constraints(metrics, self.cfg.constraints)
+            # The noise-aware rule, the confirming re-run and the holdout gate (decide.py).
+            verdict = decider.verdict(n, commit, reports, verdict, base, base_files)
+            with self.lock:
+                if verdict.status != "keep" or base.commit == self.best.commit:
+                    return self._record(n, verdict, value, metrics, wall, commit=commit)
+                # It beat the best it was built on, but another slot kept something since:
+                # re-apply its change onto the new best and measure it again.
+                rebased = self.proposer.rebase(proposal, self.best_files) if proposal else None
+                if rebased is not None:
+                    merged, conflicts = rebased, []
+                else:
+                    cand = self.ws.read_files(commit, self.surface)
+                    merged, conflicts = self._merge_onto_best(base_files, cand)
+                if merged is None or surface_hash({**self.best_files, **merged}) == self.best_hash:
+                    why = ("its change does not merge onto experiment "
+                           f"{self.best.experiment}: conflict in {', '.join(conflicts)}"
+                           if merged is None else "its change is already in the new best")
+                    verdict = Verdict("discard", f"beat experiment {base.experiment}, but {why}")
+                    return self._record(n, verdict, value, metrics, wall)
+                base, base_files = self.best, dict(self.best_files)
+                commit = self.ws.make_commit(
+                    base.commit or "", merged, self.ws.message(description, n)
                 )
-        self.ledger.set_state(n, "running")
-        reports = self.measure.measure(n, commit)
-        verdict = self.measure.failure(reports)
-        value, metrics, wall = self.measure.aggregate(reports)
-        if verdict is None:
-            verdict = check_constraints(metrics, self.cfg.constraints)
-        # The noise-aware rule, the confirming re-run and the holdout gate (decide.py).
-        verdict = self.decider.verdict(n, commit, reports, verdict, self.best, self.best_files)
-        return self._record(n, verdict, value, metrics, wall, commit=commit)
+                self.ledger.retire_measurements(n)
+                self.ledger.set_state(n, "applied", commit=commit, parent=base.commit)
+                self.ws.set_experiment_ref(n, commit)
+            self.view.message(
+                f"experiment {n} beat its parent; re-measuring it on the new best "
+                f"(experiment {base.experiment})"
+            )
+        verdict = Verdict("discard", "the best kept moving while it was re-measured (3 times)")
+        with self.lock:
+            return self._record(n, verdict, value, metrics, wall)
 
     # == measuring ==========================================================================
 
@@ -481,12 +562,12 @@ class Loop:
 
     # == stopping ===========================================================================
 
-    def _should_stop(self, ran: int, streak: int, t0: float) -> str | None:
+    def should_stop(self, started: int, streak: int, t0: float) -> str | None:
         o = self.opts
         if self.stop_event.is_set():
             return self.stop_reason or "stopped"
-        if o.experiments is not None and ran >= o.experiments:
-            return f"ran {ran} experiment(s) as asked"
+        if o.experiments is not None and started >= o.experiments:
+            return f"ran {started} experiment(s) as asked"
         if o.hours is not None and time.monotonic() - t0 >= o.hours * 3600:
             return f"time limit of {o.hours:g} h reached"
         if o.patience is not None and streak >= o.patience:

@@ -27,7 +27,9 @@ class Measurer:
         seed: int,
         marker_prefix: str,
         stop_reason: Callable[[], str],
+        slot: int = 0,
     ) -> None:
+        self.slot = slot  # the executor slot (worktree, GPU) this measurer's runs use
         self.study = study
         self.cfg: Config = study.cfg
         self.executor = executor
@@ -102,6 +104,7 @@ class Measurer:
             experiment=n, repeat=repeat, kind=kind, commit=commit, commands=commands,
             metric_from=metric_from, budget_s=self.cfg.study.budget, env=env,
             exp_dir=str(exp_dir), marker=f"{self.marker_prefix}:{n}:{kind}:{repeat}",
+            slot=self.slot,
         )  # fmt: skip
         report = self.executor.run(task)
         if report.interrupted:

@@ -99,7 +99,7 @@ class LiveView(View):
         self.console = Console()
         self.study = study
         self.current = "starting…"
-        self.started_at: float | None = None
+        self.running: dict[int, tuple[str, float]] = {}
         self.budget = 0.0
         self.status: dict[str, Any] | None = None
         self.recent: deque[ExperimentRecord] = deque(maxlen=8)
@@ -114,11 +114,14 @@ class LiveView(View):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold")
         grid.add_column()
-        now = self.current
-        if self.started_at is not None:
-            elapsed = time.monotonic() - self.started_at
-            now += f"  [{elapsed:5.1f}s, {max(0.0, self.budget - elapsed):5.1f}s left of budget]"
-        grid.add_row("now", now)
+        if not self.running:
+            grid.add_row("now", self.current)
+        for n, (description, started) in sorted(self.running.items()):
+            elapsed = time.monotonic() - started
+            left = max(0.0, self.budget - elapsed)
+            grid.add_row(
+                "now", f"experiment {n}: {description[:80]}  [{elapsed:5.1f}s, {left:5.1f}s left]"
+            )
         if self.status:
             grid.add_row("best", best_line(self.status))
             grid.add_row("counts", counts_line(self.status))
@@ -146,22 +149,23 @@ class LiveView(View):
         self.live.console.print(f"[dim]overnight:[/dim] {text}")
 
     def proposing(self, n: int) -> None:
-        self.current, self.started_at = f"proposing experiment {n}…", None
+        self.current = f"proposing experiment {n}…"
 
     def experiment_started(self, n: int, description: str, budget_s: float) -> None:
-        self.current = f"experiment {n}: {description[:80]}"
-        self.started_at, self.budget = time.monotonic(), budget_s
+        # One entry per busy slot; a re-measured experiment restarts its clock.
+        self.running[n] = (description, time.monotonic())
+        self.budget = budget_s
 
     def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None:
         self.recent.append(rec)
         self.status = status
-        self.started_at = None
-        self.current = "deciding…"
+        self.running.pop(rec.experiment, None)
+        self.current = "proposing…"
 
     def finished(self, reason: str, status: dict[str, Any]) -> None:
         self.status = status
         self.current = reason
-        self.started_at = None
+        self.running.clear()
         self.close()
         self.console.print(f"[bold]{reason}[/bold] — {best_line(status)}")
         self.console.print(f"{counts_line(status)}; {rate_line(status)}; branch {status['branch']}")

@@ -3,7 +3,7 @@
 The script (path in $OVERNIGHT_TEST_SCRIPT) is a list of objects with `files` (path ->
 content), `description`, and optionally `invalid_reason` / `outside_surface`. Proposal k is
 the k-th non-baseline experiment, counted from the ledger history, so a restarted controller
-continues the script where the ledger says it is."""
+continues the script where the ledger says it is (pending proposals excluded)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ class ScriptedProposer(BaseProposer):
 
     def __init__(self, seed: int = 0, config: object = None) -> None:
         self.script = json.loads(Path(os.environ["OVERNIGHT_TEST_SCRIPT"]).read_text())
+        self.k: int | None = None
 
     def propose(self, ctx: Context) -> Proposal:
-        k = len(ctx.history) - 1  # the baseline is history[0]
+        # Counted from the ledger on the first call (resume), then by calls: with run-ahead
+        # the next proposal is asked for before the previous one is decided.
+        self.k = len(ctx.history) - 1 if self.k is None else self.k + 1
+        k = self.k
         step = self.script[k % len(self.script)]
         files = {p: c.replace("{BEST}", ctx.surface.get(p, "")) for p, c in step["files"].items()}
         return Proposal(

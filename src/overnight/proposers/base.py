@@ -46,6 +46,12 @@ class BaseProposer(ABC):
     def observe(self, result: ExperimentRecord) -> None:  # noqa: B027 - optional hook
         """Learn from a decided experiment (its proposal came from this proposer or another)."""
 
+    def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
+        """Re-apply `proposal`'s change onto `surface`, a newer best than the one it was made
+        for (run-ahead and parallel slots make that common). Return the new file contents,
+        or None to let the loop fall back to a three-way merge of the text."""
+        return None
+
     def describe(self) -> str:
         """One line for the user: which proposer this is and how it is set up."""
         return self.name

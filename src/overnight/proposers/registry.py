@@ -21,8 +21,10 @@ def _load_object(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"proposer {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # ImportError, but also a SyntaxError in the user's plug-in
+        raise UsageError(
+            f"proposer {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:

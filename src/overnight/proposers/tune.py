@@ -165,6 +165,9 @@ class TuneProposer(BaseProposer):
                 invalid_reason=f"tune found no untried knob values in {MAX_ATTEMPTS} attempts",
             )
 
+    def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
+        return _rebased(proposal, surface)
+
     def observe(self, result: ExperimentRecord) -> None:
         with self._lock:
             if self._study is None:
@@ -303,6 +306,25 @@ class TuneProposer(BaseProposer):
             meta=meta,
             proposer=self.name,
         )
+
+
+def _rebased(proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
+    """The knobs a proposal changed, set to its values in a newer surface: knob edits on
+    neighbouring lines would conflict in a line-based merge but never clash by meaning."""
+    meta = proposal.meta if isinstance(proposal.meta, dict) else {}
+    changed, params = meta.get("changed"), meta.get("params")
+    if not isinstance(changed, list) or not isinstance(params, dict):
+        return None
+    knobs = _discover(surface)
+    per_file: dict[str, dict[str, Number]] = {}
+    for k in changed:
+        if k not in knobs or k not in params:
+            return None
+        per_file.setdefault(knobs[k].path, {})[knobs[k].name] = params[k]
+    files = {path: apply_values(path, surface[path], vals) for path, vals in per_file.items()}
+    # Record the point actually measured, so Optuna learns from the right parameters.
+    meta["params"] = {k: (params[k] if k in changed else knob.value) for k, knob in knobs.items()}
+    return files
 
 
 def _discover(surface: dict[str, str]) -> dict[str, Knob]:
