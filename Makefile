@@ -16,15 +16,23 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
+# PyTorch for the nanotrain example's tests: the CPU build of 2.13.0 (a plain `pip install
+# torch`, or another version, would fetch a CUDA build of several GB). Not best effort: if
+# it cannot be installed, `make test` stops here instead of skipping those tests.
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	touch $@
+
 demo: $(VENV)/.demo
 	$(BIN)/python examples/quickstart/demo.py
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VENV)/.torch
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/report_scale.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench examples
