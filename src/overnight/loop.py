@@ -219,6 +219,9 @@ class Loop:
     def _recover(self) -> None:
         """Undo what a killed controller left: orphan runs, git locks, half-done rows."""
         killed = kill_marked(self.marker_prefix + ":")  # not a study whose name extends ours
+        remote = getattr(self.executor, "recover", None)  # e.g. runs left on Ray nodes
+        if remote is not None:
+            killed += remote(self.marker_prefix + ":")
         if killed:
             self.view.message(f"recovery: killed {killed} orphaned process(es) of an earlier run")
         for lock in self.ws.clean_stale_locks():
@@ -520,6 +523,9 @@ class Loop:
 
     def _after_decision(self, n: int) -> ExperimentRecord:
         self._account_time()
+        drain = getattr(self.executor, "drain_events", None)  # e.g. Ray workers that died
+        for name, fields in drain() if drain is not None else ():
+            self.ledger.event(name, **fields)
         self.ledger.write_tsv(self.study.tsv_path, self.cfg.metric.name)
         rec = self.ledger.get(n)
         assert rec is not None

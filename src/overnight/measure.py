@@ -127,6 +127,8 @@ class Measurer:
                 return Verdict("timeout", f"killed at the budget of {budget:g}s{step}")
             if r.exit_code != 0:
                 last = next((ln for ln in reversed(r.output_tail.splitlines()) if ln.strip()), "")
+                if r.exit_code is None:  # never finished: the executor lost it (say, a dead node)
+                    return Verdict("crash", last.strip()[:300] or f"{r.failed_step} was lost")
                 detail = f": {last.strip()[:200]}" if last else ""
                 return Verdict(
                     "crash", f"{r.failed_step} command exited with code {r.exit_code}{detail}"

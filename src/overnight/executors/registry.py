@@ -45,7 +45,10 @@ def make_executor(
 
     `sandbox` (overnight.sandbox.Sandbox) confines local runs; the ray executor refuses one
     that is switched on rather than run unconfined on the cluster."""
-    slots = workers or cfg.executor.workers
+    ex = cfg.executor
+    # `gpus = [0, 1]` without `workers` means one slot per GPU.
+    slots = workers or (ex.workers if "workers" in ex.model_fields_set or not ex.gpus
+                        else len(ex.gpus))  # fmt: skip
     if kind == "local":
         from overnight.executors.local import LocalExecutor
 
