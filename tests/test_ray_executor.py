@@ -439,7 +439,12 @@ def test_a_dead_worker_is_retried_then_a_crash(cluster: str, tmp_path: Path) -> 
     hold.write_text("")
     proc = _start(repo, env, "-n", "3", *SERIAL)
     try:
-        _wait_for(lambda: pids.exists() and pids.read_text().strip(), 120, "the third run")
+        try:
+            _wait_for(lambda: pids.exists() and pids.read_text().strip(), 120, "the third run")
+        except AssertionError:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(out + err) from None
         victim = int(pids.read_text().split()[0])
         assert psutil.Process(victim).environ()[MARKER_VAR].endswith(":3:run:0@0:run")
         _ray_worker_of(victim).kill()  # the retry does not wait for `hold`

@@ -149,7 +149,7 @@ class Ledger:
         with self.tx() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
-    def event(self, kind: str, **data: Any) -> None:
+    def event(self, kind: str, /, **data: Any) -> None:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO events(at, kind, data) VALUES (?, ?, ?)",
