@@ -32,8 +32,9 @@ def _open(config: Path | None) -> Any:
     return Study.open(config)
 
 
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+def _emit_json(data: Any, compact: bool = False) -> None:
+    # Indenting 100,000 log rows costs seconds in the stdlib encoder; big outputs go compact.
+    typer.echo(json.dumps(data, indent=None if compact else 2, default=str))
 
 
 # -- init ------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def log(
     study = _open(config)
     records = study.log()
     if as_json:
-        _emit_json([r.public() for r in records])
+        _emit_json([r.public() for r in records], compact=len(records) > 1000)
         return
     if tsv:
         if study.tsv_path.exists():

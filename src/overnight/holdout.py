@@ -5,6 +5,7 @@ holdout values)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from overnight.config import Config
@@ -12,22 +13,27 @@ from overnight.judge import fmt, gain
 from overnight.ledger import Ledger
 
 
-def _holdout_value(ledger: Ledger, n: int) -> float | None:
-    rows = [r for r in ledger.measurements(n, "holdout")
-            if r["value"] is not None and r["exit_code"] == 0]  # fmt: skip
-    return rows[-1]["value"] if rows else None
-
-
 def holdout_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:
     """The search metric and the holdout of the baseline and of every keep, side by side.
-    `diverging`: the search metric improved on the baseline while the holdout did not."""
+    `diverging`: the search metric improved on the baseline while the holdout did not.
+    Three indexed queries, so `status` stays fast on a study of 100,000 experiments."""
     h = cfg.holdout
     if not h.command:
         return None
-    records = ledger.records()
-    keeps = [r for r in records if r.status == "keep"]
-    series = [{"experiment": r.experiment, "value": r.value,
-               "holdout": _holdout_value(ledger, r.experiment)} for r in keeps]  # fmt: skip
+    db = ledger.db
+    holdout: dict[int, float] = {}
+    for n, value in db.execute(
+        "SELECT n, value FROM measurements WHERE kind='holdout' AND exit_code=0"
+        " AND value IS NOT NULL ORDER BY id"
+    ):
+        holdout[n] = value  # the latest holdout run of each experiment
+    # Decision order: parallel slots can keep a lower-numbered experiment last.
+    series = [
+        {"experiment": n, "value": value, "holdout": holdout.get(n)}
+        for n, value in db.execute(
+            "SELECT n, value FROM experiments WHERE status='keep' ORDER BY decided_at, n"
+        )
+    ]
     base = series[0] if series else None
     best = series[-1] if series else None
     diverging = False
@@ -36,8 +42,10 @@ def holdout_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:
         if base["holdout"] is not None and best["holdout"] is not None:
             diverging = metric_gain > 0 and gain(best["holdout"], base["holdout"], h.goal) <= 0
     rejected = sum(
-        1 for r in records
-        if r.status == "rejected" and r.meta.get("verdict", {}).get("stage") == "holdout"
+        1 for (meta,) in db.execute(
+            "SELECT meta FROM experiments WHERE status='rejected' AND meta LIKE '%holdout%'"
+        )
+        if json.loads(meta).get("verdict", {}).get("stage") == "holdout"
     )  # fmt: skip
     return {
         "name": h.name,
