@@ -7,6 +7,7 @@ optional dependency (`overnight[report]`), imported only here and only when call
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +158,11 @@ def render_progress(
     labels: list[str] = []
     if kept_x:
         last_x = max(ns) if ns else kept_x[-1]
-        ax.step(kept_x + [last_x], kept_y + [kept_y[-1]], where="post", color=KEEP, lw=2,
+        # Parallel slots can keep a lower-numbered experiment after a higher one, so the
+        # staircase is the best so far by experiment number, not the raw keep values.
+        better = min if goal == "minimize" else max
+        stair = list(itertools.accumulate(kept_y, better))
+        ax.step(kept_x + [last_x], stair + [stair[-1]], where="post", color=KEEP, lw=2,
                 alpha=0.9, label="running best", zorder=3)  # fmt: skip
         if len(kept_x) > 1:
             ax.plot(kept_x[1:], kept_y[1:], "o", ms=7 if len(kept_x) < 200 else 4, color=KEEP,
