@@ -30,9 +30,11 @@ test: $(VENV)/.dev $(VENV)/.torch
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -q -ra
 
+# Every bench script (bench/suite.py), one Markdown table per question; the numbers and the
+# machine go into docs/benchmarks.md. Takes about 10 minutes; installs OpenEvolve from PyPI
+# into bench/.venv-openevolve on first use.
 bench: $(VENV)/.dev
-	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/report_scale.py
+	$(BIN)/python bench/suite.py --write-docs docs/benchmarks.md
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench examples

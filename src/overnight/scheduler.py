@@ -40,6 +40,8 @@ class Scheduler:
         self.why: str | None = None
         self.done = threading.Event()
         self.ready: queue.Queue[Proposal] = queue.Queue(maxsize=max(1, self.lookahead))
+        self.room = threading.Lock()
+        self.inflight = 0  # proposals being made right now
         self.proposing = threading.Lock()  # serial mode: one slot asks the model at a time
         self.busy_s = 0.0  # summed slot time spent on experiments (utilization)
         self.error: BaseException | None = None
@@ -49,9 +51,11 @@ class Scheduler:
             threading.Thread(target=self._slot, args=(i,), name=f"overnight-slot-{i}")
             for i in range(self.slots)
         ]
-        if self.lookahead:
-            feeder = threading.Thread(target=self._feed, name="overnight-feeder", daemon=True)
-            feeder.start()
+        # A proposer that may be called from several threads at once (a model API) gets a
+        # feeder per look-ahead slot, so N slots are kept busy by a model slower than a run.
+        feeders = self.lookahead if getattr(self.loop.proposer, "concurrent", False) else 1
+        for i in range(feeders if self.lookahead else 0):
+            threading.Thread(target=self._feed, name=f"overnight-feeder-{i}", daemon=True).start()
         for t in threads:
             t.start()
         # The main thread only waits, so Ctrl-C / SIGTERM handlers run promptly.
@@ -68,10 +72,21 @@ class Scheduler:
     def _feed(self) -> None:
         """Prepare the next proposal whenever the look-ahead queue has room."""
         while not self.done.is_set() and not self.loop.stop_event.is_set():
-            if self.ready.full():
+            with self.room:
+                if self.ready.qsize() + self.inflight >= self.lookahead:
+                    wait = True
+                else:
+                    wait, self.inflight = False, self.inflight + 1
+            if wait:
                 time.sleep(0.005)
                 continue
-            proposal = self.loop.make_proposal()
+            try:
+                proposal = self.loop.make_proposal()
+            except Interrupted:
+                return
+            finally:
+                with self.room:
+                    self.inflight -= 1
             while not self.done.is_set():
                 try:
                     self.ready.put(proposal, timeout=0.1)

@@ -38,6 +38,9 @@ class BaseProposer(ABC):
     """Invents proposals. Never runs experiments and never touches git: the loop does."""
 
     name: str = "base"
+    # True when propose() may run in several threads at once (e.g. calls to a model API),
+    # so that parallel slots are not held back by one model call at a time.
+    concurrent: bool = False
 
     @abstractmethod
     def propose(self, ctx: Context) -> Proposal:

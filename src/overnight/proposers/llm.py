@@ -58,6 +58,7 @@ class LLMProposer(BaseProposer):
     """Proposals from a chat model, as SEARCH/REPLACE blocks against the best surface."""
 
     name = "llm"
+    concurrent = True  # independent HTTP calls; the counters it keeps tolerate races
 
     def __init__(self, seed: int = 0, config: Any = None, provider: Provider | None = None) -> None:
         if config is None:
