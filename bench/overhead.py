@@ -15,6 +15,7 @@ import argparse
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -74,13 +75,23 @@ class Stamps(View):
         self.snapshots.append(dict(TIMERS))
 
 
+_DEPTH = threading.local()
+
+
 def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Time only the outermost timed call: ledger methods call each other (and git helpers
+    nest), and counting both levels would make the parts add up to more than the total."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_DEPTH, "n", 0)
+        _DEPTH.n = depth + 1
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            TIMERS[name] += time.perf_counter() - t0
+            _DEPTH.n = depth
+            if depth == 0:
+                TIMERS[name] += time.perf_counter() - t0
 
     return wrapper
 
@@ -88,8 +99,19 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def instrument() -> None:
     ws_mod.git = timed("git", ws_mod.git)
     local_mod.run_command = timed("run (process start + `echo`)", local_mod.run_command)
-    for method in ("add_proposed", "set_state", "decide", "add_measurement", "set_meta",
-                   "write_tsv", "records", "get", "last_keep", "find_hash", "counts"):
+    for method in (
+        "add_proposed",
+        "set_state",
+        "decide",
+        "add_measurement",
+        "set_meta",
+        "write_tsv",
+        "records",
+        "get",
+        "last_keep",
+        "find_hash",
+        "counts",
+    ):
         setattr(ledger_mod.Ledger, method, timed("ledger", getattr(ledger_mod.Ledger, method)))
 
 
@@ -106,8 +128,11 @@ def main() -> None:
         repo = Path(tmp)
         (repo / "knob.py").write_text("X = 0\n")
         (repo / "overnight.toml").write_text(CONFIG)
-        for cmd in (["init", "-q"], ["add", "-A"],
-                    ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init"]):
+        for cmd in (
+            ["init", "-q"],
+            ["add", "-A"],
+            ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "init"],
+        ):
             subprocess.run(["git", *cmd], cwd=repo, check=True)
         study = Study.open(repo / "overnight.toml", cwd=repo)
         view = Stamps()
