@@ -97,8 +97,9 @@ DASHBOARD_JS = (
       const left = cur.budget_s - el_s;
       const rest = left >= 0 ? dur(left) + ' left of ' + dur(cur.budget_s) + ' budget'
         : 'past the per-run budget (repeats or metric command)';
+      const others = (cur.also_running || []).map(n => '#' + n).join(', ');
       box.textContent = 'running #' + cur.experiment + ': ' + short(cur.description, 100) +
-        ' — ' + dur(el_s) + ' elapsed, ' + rest;
+        ' — ' + dur(el_s) + ' elapsed, ' + rest + (others ? ' · also running ' + others : '');
       bar.style.width = Math.min(100, 100 * el_s / cur.budget_s) + '%';
       bar.parentElement.hidden = false;
     } else {

@@ -108,7 +108,12 @@ def current(ledger: Ledger) -> dict[str, Any] | None:
         cur = json.loads(raw)
     except ValueError:
         return None
-    return cur if isinstance(cur, dict) else None
+    if not isinstance(cur, dict):
+        return None
+    # With several slots, "current" is the latest to start; name the others too.
+    rows = ledger.db.execute("SELECT n FROM experiments WHERE state='running' ORDER BY n")
+    cur["also_running"] = [n for (n,) in rows if n != cur.get("experiment")]
+    return cur
 
 
 def holdout(ledger: Ledger) -> dict[int, float]:
