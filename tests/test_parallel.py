@@ -64,6 +64,9 @@ def check_branch(repo: Path, log: list[dict]) -> None:
     assert len({r["value"] for r in keeps}) == len(keeps)
     for r in keeps[1:]:
         assert git(repo, "rev-parse", f"{r['commit']}^") == r["parent"]
+    # Every verdict, also those judged against a best that moved meanwhile, replays.
+    verified = run_cli(repo, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_slots_run_at_once_and_the_branch_stays_linear(tmp_path: Path) -> None:

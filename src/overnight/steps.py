@@ -183,6 +183,7 @@ class CandidateSteps:
                         else "its change is already in the new best"
                     )
                     verdict = Verdict("discard", f"beat experiment {base.experiment}, but {why}")
+                    self._mark_stale(n, why)
                     return self._record(n, verdict, value, metrics, wall)
                 base, base_files = self.best, dict(self.best_files)
                 commit = self.ws.make_commit(
@@ -196,5 +197,15 @@ class CandidateSteps:
                 f"(experiment {base.experiment})"
             )
         verdict = Verdict("discard", "the best kept moving while it was re-measured (3 times)")
+        self._mark_stale(n, "the best kept moving")
         with self.lock:
             return self._record(n, verdict, value, metrics, wall)
+
+    def _mark_stale(self, n: int, why: str) -> None:
+        """Note in the stored verdict that a would-be keep was discarded because the best
+        moved on, so `overnight verify` replays it as such."""
+        rec = self.ledger.get(n)
+        meta = dict(rec.meta) if rec else {}
+        if isinstance(meta.get("verdict"), dict):
+            meta["verdict"] = {**meta["verdict"], "stale": why}
+            self.ledger.set_state(n, "measured", meta=meta)

@@ -53,6 +53,7 @@ class _Replay:
         self.ledger = ledger
         self.rows = ledger.measurement_values()
         self.by_id = {mid: (n, kind, value) for mid, n, kind, value in self.rows}
+        self.kept: set[int] = set()  # keeps decided so far, in replay order
 
     def values(self, ids: Sequence[int], n: int, kinds: Sequence[str]) -> list[float]:
         """The stored values of `ids`, which must be successful `kinds` measurements of `n`."""
@@ -86,8 +87,13 @@ class _Replay:
         rule = Rule.from_dict(v["rule"])
         ref = v["reference"]
         if ref["experiment"] != best:
-            raise LookupError(f"judged against experiment {ref['experiment']}, but the best "
-                              f"at the time was experiment {best}")  # fmt: skip
+            # Parallel slots judge a candidate against the best its run started from; a
+            # verdict other than keep against an earlier best stands (it cannot beat the
+            # newer one either). A keep must always be judged against the best of its time.
+            if rec.status == "keep" or ref["experiment"] not in self.kept:
+                raise LookupError(f"judged against experiment {ref['experiment']}, but the "
+                                  f"best at the time was experiment {best}")  # fmt: skip
+            best = ref["experiment"]
         cand = self.values(v["candidate"], n, ["run"])
         reference = self.values(ref["ids"], best, ["run", "confirm", "remeasure"])
         if not reference:  # decided before measurements were stored: its recorded value
@@ -155,6 +161,7 @@ def verify_ledger(ledger: Ledger) -> VerifyReport:
                 except LookupError as exc:
                     report.disagreements.append((0, f"the baseline: {exc}"))
             best = 0
+            replay.kept.add(0)
             report.checked += 1
             continue
         if not isinstance(v, dict):
@@ -174,6 +181,7 @@ def verify_ledger(ledger: Ledger) -> VerifyReport:
             )
         if rec.status == "keep":
             best = n
+            replay.kept.add(n)
     return report
 
 
@@ -190,4 +198,7 @@ def _expected(replay: _Replay, rec: ExperimentRecord, v: dict[str, Any], best: i
         return verdict.status if verdict else "(no constraint broken)"
     if best is None:
         raise LookupError("decided before any baseline")
-    return replay.metric(rec, v, best)
+    found = replay.metric(rec, v, best)
+    if v.get("stale") and found == "keep":
+        return "discard"  # it won, but could not be carried over to a best that moved on
+    return found
