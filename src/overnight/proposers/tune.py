@@ -322,8 +322,14 @@ def _rebased(proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | No
             return None
         per_file.setdefault(knobs[k].path, {})[knobs[k].name] = params[k]
     files = {path: apply_values(path, surface[path], vals) for path, vals in per_file.items()}
-    # Record the point actually measured, so Optuna learns from the right parameters.
+    # Record the point actually measured, so Optuna learns from the right parameters, and
+    # describe the change from the values it now replaces.
     meta["params"] = {k: (params[k] if k in changed else knob.value) for k, knob in knobs.items()}
+    proposal.description = ", ".join(
+        f"{k} {format_value(knobs[k].value, knobs[k].kind)} → "
+        f"{format_value(params[k], knobs[k].kind)}"
+        for k in changed
+    )
     return files
 
 
