@@ -18,7 +18,7 @@ from overnight.records import ExperimentRecord
 from overnight.study import Study
 
 FAKE = TESTS / "support" / "fake_agents"
-CANARY = "sk-ant-canary-7f3a9c2e51d04b8b"
+CANARY = "test-canary-not-a-key-7f3a9c2e51d04b8b"
 SCORE = "import os\nX = 10\nprint(f'score: {X}')\n"
 DUMP_ENV = (
     "import json, os\n"

@@ -30,7 +30,7 @@ from overnight.records import ExperimentRecord, Proposal
 from overnight.redact import Redactor
 from overnight.study import Study
 
-CANARY = "sk-canary-llm-4b1d9e6f0c2a7358"
+CANARY = "test-canary-not-a-key-4b1d9e6f0c2a7358"
 KEY_ENV = "OVN_CANARY_LLM"  # no secret word in the name: only the loop's drop removes it
 SCORE = "import os\nX = 10\nprint(f'score: {X}')\n"
 DUMP_ENV = (
