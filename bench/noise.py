@@ -1,7 +1,7 @@
 """Q4 — noise handling: false keeps on an A/A study, keeps of a true 2σ gain.
 
 Every run's metric is the true value plus Gaussian noise (σ = 1, minimize). The rules are
-overnight's own pure decision functions (overnight.judge), fed simulated measurements:
+overnight's own pure decision functions (overnight.judging.rules), fed simulated measurements:
 
 - greedy, 1 run: the autoresearch ratchet — keep when the one candidate run beats the one
   reference run (`judge.greedy`).
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import med_iqr, table  # noqa: E402
 
-from overnight.judge import Rule, confirms, decide, greedy  # noqa: E402
-from overnight.stats import Noise, mean  # noqa: E402
+from overnight.judging.rules import Rule, confirms, decide, greedy  # noqa: E402
+from overnight.judging.stats import Noise, mean  # noqa: E402
 
 K = 5
 RULE = Rule("loss", "minimize")  # alpha 0.05, no min_improvement

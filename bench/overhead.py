@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import overnight.executors.local as local_mod
-import overnight.ledger as ledger_mod
-import overnight.workspace as ws_mod
-from overnight.loop import Loop, RunOptions
+import overnight.git.workspace as ws_mod
+import overnight.store.ledger as ledger_mod
+from overnight.cli.view import View
+from overnight.experiment.loop import Loop, RunOptions
 from overnight.proposers.base import BaseProposer, Context
-from overnight.records import ExperimentRecord, Proposal
-from overnight.study import Study
-from overnight.view import View
+from overnight.store.records import ExperimentRecord, Proposal
+from overnight.store.study import Study
 
 CONFIG = """
 [study]

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from overnight.ledger import Ledger  # noqa: E402
+from overnight.store.ledger import Ledger  # noqa: E402
 
 CONFIG = """\
 [study]
@@ -167,7 +167,7 @@ def bench_dashboard(repo: Path, n_total: int) -> None:
     import uvicorn
 
     from overnight.report.server import create_app
-    from overnight.study import Study
+    from overnight.store.study import Study
 
     study = Study.open(cwd=repo)
     port = free_port()

@@ -117,8 +117,8 @@ def finite(v: float | None) -> bool:
 
 
 def spaces_of(src: str, path: str):  # type: ignore[no-untyped-def]
-    from overnight.proposers.knobs import find_knobs
-    from overnight.proposers.tune import _Space  # the very ranges tune searches
+    from overnight.proposers.tune.knobs import find_knobs
+    from overnight.proposers.tune.tune import _Space  # the very ranges tune searches
 
     knobs = {k.name: k for k in find_knobs(path, src)}
     return knobs, {name: _Space.around(k.value, k.kind) for name, k in knobs.items()}
@@ -126,8 +126,8 @@ def spaces_of(src: str, path: str):  # type: ignore[no-untyped-def]
 
 def search_tune(spec: StudySpec, seed: int, n: int) -> list[float | None]:
     from overnight.proposers.base import Context
-    from overnight.proposers.tune import TuneProposer
-    from overnight.records import ExperimentRecord
+    from overnight.proposers.tune.tune import TuneProposer
+    from overnight.store.records import ExperimentRecord
 
     best_src = (EXAMPLES / spec.folder / spec.surface).read_text()
     v0 = objective(spec, best_src)
@@ -174,7 +174,7 @@ def search_tune(spec: StudySpec, seed: int, n: int) -> list[float | None]:
 
 
 def search_random(spec: StudySpec, seed: int, n: int) -> list[float | None]:
-    from overnight.proposers.knobs import apply_values
+    from overnight.proposers.tune.knobs import apply_values
 
     base = (EXAMPLES / spec.folder / spec.surface).read_text()
     knobs, spaces = spaces_of(base, spec.surface)
@@ -196,7 +196,7 @@ def search_random(spec: StudySpec, seed: int, n: int) -> list[float | None]:
 def search_optuna(spec: StudySpec, seed: int, n: int) -> list[float | None]:
     import optuna
 
-    from overnight.proposers.knobs import apply_values
+    from overnight.proposers.tune.knobs import apply_values
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = (EXAMPLES / spec.folder / spec.surface).read_text()

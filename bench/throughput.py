@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import make_repo, med_iqr, table  # noqa: E402
 
-from overnight.loop import Loop, RunOptions  # noqa: E402
+from overnight.cli.view import View  # noqa: E402
+from overnight.experiment.loop import Loop, RunOptions  # noqa: E402
 from overnight.proposers.base import BaseProposer, Context  # noqa: E402
-from overnight.records import ExperimentRecord, Proposal  # noqa: E402
-from overnight.study import Study  # noqa: E402
-from overnight.view import View  # noqa: E402
+from overnight.store.records import ExperimentRecord, Proposal  # noqa: E402
+from overnight.store.study import Study  # noqa: E402
 
 MODULE = "bench_throughput"
 BOOKKEEPING_TURNS = 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import git, make_repo, run_cli, score_config, write_script
 
-from overnight.lock import study_lock
+from overnight.store.lock import study_lock
 
 SRC = """\
 import os

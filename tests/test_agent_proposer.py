@@ -14,8 +14,8 @@ from conftest import TESTS, git, make_repo, run_cli, score_config
 
 from overnight.proposers.agent import AgentProposer
 from overnight.proposers.base import Context
-from overnight.records import ExperimentRecord
-from overnight.study import Study
+from overnight.store.records import ExperimentRecord
+from overnight.store.study import Study
 
 FAKE = TESTS / "support" / "fake_agents"
 CANARY = "test-canary-not-a-key-7f3a9c2e51d04b8b"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from overnight.cli.templates import render_config, render_program
 from overnight.config import (
     Config,
     config_from_dict,
@@ -16,7 +17,6 @@ from overnight.config import (
     resolve_surface,
 )
 from overnight.errors import ConfigError, UsageError
-from overnight.templates import render_config, render_program
 
 BASE = """\
 [study]

@@ -274,7 +274,7 @@ def test_dashboard_of_a_study_that_has_not_run(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from overnight.report.server import create_app
-    from overnight.study import Study
+    from overnight.store.study import Study
 
     repo = make_repo(tmp_path / "repo", {"score.py": "print('score: 1')\n",
                                          "overnight.toml": score_config()})  # fmt: skip

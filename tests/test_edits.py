@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overnight.proposers.edits import EditError, apply_edits, parse_blocks
+from overnight.proposers.llm.edits import EditError, apply_edits, parse_blocks
 
 TRAIN = """\
 import math

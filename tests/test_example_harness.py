@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import git, run_cli, write_script
 
-from overnight.proposers.knobs import find_knobs
+from overnight.proposers.tune.knobs import find_knobs
 from overnight.traces import diff_tasks, experiment_traces, load_traces
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harness"
@@ -379,8 +379,8 @@ def test_the_task_agent_is_paired_with_the_proposer_by_default(monkeypatch) -> N
 
 def test_the_run_gets_the_task_agents_key_and_never_the_proposers() -> None:
     from overnight.config import load_config
-    from overnight.redact import proposer_key_env
-    from overnight.runner import scrub_env
+    from overnight.isolation.redact import proposer_key_env
+    from overnight.isolation.runner import scrub_env
 
     cfg = load_config(EXAMPLE / "overnight.toml")
     user = {"HARNESS_API_KEY": "task", "ANTHROPIC_API_KEY": "meta", "OTHER_TOKEN": "t"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import git, run_cli
 
-from overnight.proposers.knobs import find_knobs
+from overnight.proposers.tune.knobs import find_knobs
 
 if importlib.util.find_spec("torch") is None:  # the runs import it; this test does not
     raise ImportError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import git, run_cli, write_script
 
-from overnight.proposers.knobs import find_knobs
+from overnight.proposers.tune.knobs import find_knobs
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pricing"
 STUDY_FILES = (".gitignore", "generate.py", "evaluate.py", "pricing.py", "program.md",

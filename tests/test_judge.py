@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from overnight.judge import (
+from overnight.judging.rules import (
     Decision,
     Rule,
     confirms,
@@ -22,7 +22,7 @@ from overnight.judge import (
     holdout_regressed,
     surface_size,
 )
-from overnight.stats import Noise
+from overnight.judging.stats import Noise
 
 N = 4000
 ALPHA = 0.05

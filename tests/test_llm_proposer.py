@@ -13,11 +13,12 @@ from support.fake_llm import FakeLLM, Reply
 
 from overnight.config import config_from_dict
 from overnight.errors import UsageError
+from overnight.isolation.redact import Redactor
 from overnight.proposers.base import Context
-from overnight.proposers.llm import LLMProposer
-from overnight.proposers.pricing import cost_usd, price_for
-from overnight.proposers.prompts import agent_prompt, llm_prompt, parse_fields
-from overnight.proposers.providers import (
+from overnight.proposers.llm.llm import LLMProposer
+from overnight.proposers.llm.pricing import cost_usd, price_for
+from overnight.proposers.llm.prompts import agent_prompt, llm_prompt, parse_fields
+from overnight.proposers.llm.providers import (
     CallFailed,
     Completion,
     Fault,
@@ -26,9 +27,8 @@ from overnight.proposers.providers import (
     retry_delay,
 )
 from overnight.proposers.registry import resolve_kind
-from overnight.records import ExperimentRecord, Proposal
-from overnight.redact import Redactor
-from overnight.study import Study
+from overnight.store.records import ExperimentRecord, Proposal
+from overnight.store.study import Study
 
 CANARY = "test-canary-not-a-key-4b1d9e6f0c2a7358"
 KEY_ENV = "OVN_CANARY_LLM"  # no secret word in the name: only the loop's drop removes it

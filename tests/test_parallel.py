@@ -140,7 +140,7 @@ def test_racing_winners_on_the_same_line_give_one_keep(tmp_path: Path) -> None:
 class_proposer = '''
 import json, os, time
 from overnight.proposers.base import BaseProposer
-from overnight.records import Proposal
+from overnight.store.records import Proposal
 
 class SlowProposer(BaseProposer):
     """Takes PROPOSE_S per proposal and logs when each call starts and ends."""

@@ -26,12 +26,12 @@ from conftest import git, make_repo, overnight_env, run_cli, write_script
 
 from overnight.config import config_from_dict
 from overnight.errors import UsageError
-from overnight.executors import ray_worker
 from overnight.executors.base import BaseExecutor, RunReport, RunTask
+from overnight.executors.ray import worker as ray_worker
 from overnight.executors.registry import make_executor
-from overnight.guard import ProtectedFiles
-from overnight.runner import MARKER_VAR
-from overnight.workspace import Workspace
+from overnight.git.workspace import Workspace
+from overnight.isolation.integrity import ProtectedFiles
+from overnight.isolation.runner import MARKER_VAR
 
 ray = pytest.importorskip("ray")
 
@@ -502,7 +502,7 @@ def test_ctrl_c_and_kill9_of_the_controller_leave_nothing_running(
 
 
 def test_recover_kills_leftovers_on_every_node(cluster: str, tmp_path: Path) -> None:
-    from overnight.executors.ray import RayExecutor
+    from overnight.executors.ray.executor import RayExecutor
 
     ws, protected = _ws(tmp_path)
     prefix = f"overnight:test:{uuid.uuid4().hex}"

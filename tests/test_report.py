@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from conftest import make_repo, run_cli, score_config, write_script
 
-from overnight.ledger import Ledger
 from overnight.report import queries, write_report
 from overnight.report.plot import MAX_LABELS, pick_labels, y_limits
-from overnight.study import Study
+from overnight.store.ledger import Ledger
+from overnight.store.study import Study
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 BROWSER_ARGS = [

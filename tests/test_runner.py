@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from overnight.runner import (
+from overnight.isolation.runner import (
     RunOutcome,
     kill_marked,
     output_tail,
@@ -255,7 +255,7 @@ def test_kill_marked_removes_orphans_by_prefix(tmp_path: Path) -> None:
 
 def test_kill_marked_spares_the_caller_and_its_ancestors(tmp_path: Path) -> None:
     # A controller running inside another overnight run carries a marker itself.
-    code = "from overnight.runner import kill_marked; print(kill_marked('nest/'))"
+    code = "from overnight.isolation.runner import kill_marked; print(kill_marked('nest/'))"
     outcome = run(tmp_path, f'{PY} -c "{code}"; echo alive', marker="nest/1")
     assert outcome.exit_code == 0
     assert outcome.stdout_path.read_text() == "0\nalive\n"

@@ -23,8 +23,8 @@ from conftest import git, make_repo, run_cli, write_script
 
 from overnight.config import SandboxConfig
 from overnight.errors import UsageError
-from overnight.runner import RunOutcome, run_command
-from overnight.sandbox import Limits, Sandbox, find_bwrap, parse_size
+from overnight.isolation.runner import RunOutcome, run_command
+from overnight.isolation.sandbox import Limits, Sandbox, find_bwrap, parse_size
 
 PY = sys.executable
 
@@ -221,7 +221,7 @@ def test_limits_work_without_bwrap_too(box: dict[str, Path]) -> None:
 
 
 def test_pids_limit_refused_when_it_cannot_be_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("overnight.sandbox._cgroup_parent", lambda *a: None)
+    monkeypatch.setattr("overnight.isolation.sandbox._cgroup_parent", lambda *a: None)
     monkeypatch.setattr("os.geteuid", lambda: 0)
     with pytest.raises(UsageError, match="cannot be enforced"):
         Limits(None, 32)

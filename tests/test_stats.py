@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from overnight.stats import (
+from overnight.judging.stats import (
     Noise,
     betainc,
     mean,

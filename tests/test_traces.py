@@ -12,8 +12,8 @@ from typing import Any
 from conftest import make_repo, run_cli, score_config, write_script
 
 from overnight import traces as tr
-from overnight.context import trace_digest
-from overnight.records import ExperimentRecord
+from overnight.experiment.context import trace_digest
+from overnight.store.records import ExperimentRecord
 from overnight.traces import (
     TaskTrace,
     TraceSet,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from conftest import make_repo, run_cli, write_script
 
-from overnight.study import Study
-from overnight.verify import verify_ledger
+from overnight.judging.replay import verify_ledger
+from overnight.store.study import Study
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,9 +14,9 @@ import pytest
 from optuna.trial import TrialState
 
 from overnight.proposers.base import Context
-from overnight.proposers.knobs import apply_values, find_knobs, format_value
-from overnight.proposers.tune import NO_KNOBS, TuneProposer
-from overnight.records import ExperimentRecord
+from overnight.proposers.tune.knobs import apply_values, find_knobs, format_value
+from overnight.proposers.tune.tune import NO_KNOBS, TuneProposer
+from overnight.store.records import ExperimentRecord
 
 TRAIN = '''"""Toy training script."""
 import math

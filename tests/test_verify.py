@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import make_repo, run_cli, write_script
 
-from overnight.ledger import Ledger
-from overnight.study import Study
-from overnight.verify import verify_ledger
+from overnight.judging.replay import verify_ledger
+from overnight.store.ledger import Ledger
+from overnight.store.study import Study
 
 PY = sys.executable
 NOISY = """\

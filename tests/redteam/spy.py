@@ -10,7 +10,7 @@ import os
 from support.scripted import ScriptedProposer
 
 from overnight.proposers.base import Context
-from overnight.records import Proposal
+from overnight.store.records import Proposal
 
 
 class SpyProposer(ScriptedProposer):

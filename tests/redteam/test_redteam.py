@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import make_repo, run_cli, write_script
 
-from overnight.sandbox import find_bwrap
+from overnight.isolation.sandbox import find_bwrap
 
 PY = sys.executable
 VAL = list(range(10))

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from overnight.proposers.base import BaseProposer, Context
-from overnight.records import Proposal
+from overnight.store.records import Proposal
 
 
 class DigestProposer(BaseProposer):

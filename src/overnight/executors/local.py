@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 
 from overnight.executors.base import BaseExecutor, RunReport, RunTask
-from overnight.guard import ProtectedFiles, outside_surface
+from overnight.git.workspace import Workspace
+from overnight.isolation.integrity import ProtectedFiles, outside_surface
+from overnight.isolation.runner import run_command
+from overnight.isolation.sandbox import Sandbox
 from overnight.metrics import read_metrics
-from overnight.runner import run_command
-from overnight.sandbox import Sandbox
-from overnight.workspace import Workspace
 
 
 class LocalExecutor(BaseExecutor):

@@ -14,8 +14,8 @@ from typing import Any
 from overnight.config import Config
 from overnight.errors import UsageError
 from overnight.executors.base import BaseExecutor
-from overnight.guard import ProtectedFiles
-from overnight.workspace import Workspace
+from overnight.git.workspace import Workspace
+from overnight.isolation.integrity import ProtectedFiles
 
 BUILTIN = ("local", "ray")
 
@@ -43,8 +43,8 @@ def make_executor(
 ) -> BaseExecutor:
     """The executor for `kind` with `workers` slots (default `[executor].workers`).
 
-    `sandbox` (overnight.sandbox.Sandbox) confines local runs; the ray executor refuses one
-    that is switched on rather than run unconfined on the cluster."""
+    `sandbox` (overnight.isolation.sandbox.Sandbox) confines local runs; the ray executor refuses
+    one that is switched on rather than run unconfined on the cluster."""
     ex = cfg.executor
     # `gpus = [0, 1]` without `workers` means one slot per GPU.
     slots = workers or (ex.workers if "workers" in ex.model_fields_set or not ex.gpus
@@ -62,7 +62,7 @@ def make_executor(
                 'with [executor] kind = "ray"; isolate runs on the cluster side (containers) '
                 "or run locally"
             )
-        from overnight.executors.ray import RayExecutor
+        from overnight.executors.ray.executor import RayExecutor
 
         return RayExecutor.from_config(cfg, workspace, surface, protected, slots)
     if ":" in kind:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from overnight.errors import OvernightError, UsageError
+from overnight.git.workspace import git
+from overnight.isolation.redact import Redactor, proposer_key_env
+from overnight.isolation.runner import RunOutcome, run_command
 from overnight.proposers.base import BaseProposer, Context
-from overnight.proposers.prompts import agent_prompt, one_line, parse_fields
-from overnight.records import Proposal
-from overnight.redact import Redactor, proposer_key_env
-from overnight.runner import RunOutcome, run_command
-from overnight.workspace import git
+from overnight.proposers.llm.prompts import agent_prompt, one_line, parse_fields
+from overnight.store.records import Proposal
 
 # New untracked files that are an agent's or a tool's own bookkeeping, not an edit.
 NOISE = (

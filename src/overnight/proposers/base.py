@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from overnight.records import ExperimentRecord, Proposal
+from overnight.store.records import ExperimentRecord, Proposal
 
 
 @dataclass

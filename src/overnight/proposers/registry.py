@@ -11,8 +11,8 @@ from overnight.errors import UsageError
 from overnight.proposers.base import BaseProposer
 
 BUILTIN = {
-    "tune": "overnight.proposers.tune:TuneProposer",
-    "llm": "overnight.proposers.llm:LLMProposer",
+    "tune": "overnight.proposers.tune.tune:TuneProposer",
+    "llm": "overnight.proposers.llm.llm:LLMProposer",
     "agent": "overnight.proposers.agent:AgentProposer",
 }
 
@@ -35,13 +35,13 @@ def resolve_kind(kind: str, cfg: Any) -> tuple[str, str]:
     """The concrete proposer for `kind` and a sentence saying why it was chosen."""
     if kind != "auto":
         return kind, f"proposer: {kind}"
-    from overnight.redact import proposer_key_env
+    from overnight.isolation.redact import proposer_key_env
 
     p = getattr(cfg, "proposer", None)
     key_env = proposer_key_env(p) if p is not None else ""
     if p is None or not key_env:
         return "tune", "proposer: tune (auto: no LLM configured)"
-    from overnight.proposers.llm import DEFAULT_MODEL
+    from overnight.proposers.llm.llm import DEFAULT_MODEL
 
     model = f"{p.provider} {p.model or DEFAULT_MODEL.get(p.provider, '')}".strip()
     if os.environ.get(key_env):

@@ -14,7 +14,7 @@ from overnight.errors import UsageError
 
 if TYPE_CHECKING:
     from overnight.report.plot import PlotInfo
-    from overnight.study import Study
+    from overnight.store.study import Study
 
 
 @dataclass

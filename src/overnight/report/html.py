@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overnight.records import STATUSES
 from overnight.report.style import (
     CSS,
     diff_html,
@@ -24,6 +23,7 @@ from overnight.report.style import (
     signed,
     summary_cards,
 )
+from overnight.store.records import STATUSES
 
 # The table script: filters by status and text, pages through the rows, never builds more
 # than one page of DOM. Rows are [n, status, value, description, reason, wall_s].

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from overnight.records import STATUSES
+from overnight.isolation.runner import tail_text
 from overnight.report.dashboard_js import DASHBOARD_JS
 from overnight.report.queries import LOG_SUFFIXES, read_head
 from overnight.report.style import (
@@ -21,10 +21,10 @@ from overnight.report.style import (
     script_json,
     signed,
 )
-from overnight.runner import tail_text
+from overnight.store.records import STATUSES
 
 if TYPE_CHECKING:
-    from overnight.study import Study
+    from overnight.store.study import Study
 
 LOG_TAIL = 6000  # bytes of each log shown inline; the file view has the rest
 TEXT_HEAD = 100_000  # bytes of the prompt/response shown inline

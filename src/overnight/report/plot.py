@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overnight.judge import fmt
+from overnight.judging.rules import fmt
 
 KEEP = "#1a9850"
 DISCARD = "#8c8c8c"

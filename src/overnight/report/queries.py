@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from overnight.ledger import Ledger
+from overnight.store.ledger import Ledger
 
 if TYPE_CHECKING:
-    from overnight.study import Study
+    from overnight.store.study import Study
 
 # One letter per status keeps the points payload small (100k points ~ 1.5 MB of JSON).
 STATUS_CODE = {
@@ -118,7 +118,7 @@ def current(ledger: Ledger) -> dict[str, Any] | None:
 
 def holdout(ledger: Ledger) -> dict[int, float]:
     """Experiment → its holdout value: the last successful holdout measurement, as
-    `status` counts it (overnight.holdout). Empty without a [holdout] (the common case)."""
+    `status` counts it (overnight.store.status). Empty without a [holdout] (the common case)."""
     rows = ledger.db.execute(
         "SELECT n, value FROM measurements WHERE kind='holdout' AND exit_code=0"
         " AND value IS NOT NULL ORDER BY id"
@@ -129,7 +129,7 @@ def holdout(ledger: Ledger) -> dict[int, float]:
 def summary(study: Study, ledger: Ledger) -> dict[str, Any]:
     """`status --json` plus what the report and the dashboard add: relative gain, the
     running experiment, holdout vs search metric, and the server's clock for countdowns."""
-    from overnight.study import status_of
+    from overnight.store.study import status_of
 
     st = status_of(study, ledger)
     goal = st["metric"]["goal"]

@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from overnight.errors import UsageError
-from overnight.ledger import Ledger
 from overnight.report import queries
+from overnight.store.ledger import Ledger
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from overnight.study import Study
+    from overnight.store.study import Study
 
 COOKIE = "overnight_token"
 FILE_CAP = 2_000_000  # bytes of one file the file view returns (logs can be huge)

@@ -9,7 +9,7 @@ import html
 import json
 from typing import Any
 
-from overnight.judge import fmt
+from overnight.judging.rules import fmt
 
 CSS = """
 :root { --keep:#1a9850; --discard:#8c8c8c; --crash:#d73027; --timeout:#7b3294;

@@ -1,0 +1,175 @@
+"""What `overnight run` shows: a rich live panel in a terminal, one line per experiment
+otherwise. Views only display; they never influence the loop."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from overnight.judging.rules import fmt
+from overnight.store.records import ExperimentRecord
+
+STATUS_STYLE = {
+    "keep": "bold green",
+    "discard": "dim",
+    "crash": "red",
+    "timeout": "magenta",
+    "invalid": "yellow",
+    "rejected": "bold red",
+}
+
+
+def best_line(status: dict[str, Any]) -> str:
+    base, best = status["baseline"]["value"], status["best"]["value"]
+    name = status["metric"]["name"]
+    if base is None or best is None:
+        return f"{name}: no baseline yet"
+    rel = f" ({(best - base) / abs(base) * 100:+.2f}%)" if base else ""
+    return (
+        f"{name} {fmt(base)} → {fmt(best)}{rel}, best is experiment {status['best']['experiment']}"
+    )
+
+
+def rate_line(status: dict[str, Any]) -> str:
+    hit = status.get("hit_rate")
+    eph = status.get("experiments_per_hour")
+    parts = [f"hit rate {hit * 100:.0f}%" if hit is not None else "hit rate —"]
+    parts.append(f"{eph:.0f} experiments/h" if eph else "— experiments/h")
+    if status.get("cost_usd"):
+        parts.append(f"${status['cost_usd']:.2f}")
+    return ", ".join(parts)
+
+
+def counts_line(status: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {v}" for k, v in status["counts"].items())
+
+
+class View:
+    def message(self, text: str) -> None: ...
+    def proposing(self, n: int) -> None: ...
+    def experiment_started(self, n: int, description: str, budget_s: float) -> None: ...
+    def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None: ...
+    def finished(self, reason: str, status: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullView(View):
+    pass
+
+
+class PlainView(View):
+    """One line per experiment: for logs, pipes, CI and `--plain`."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def message(self, text: str) -> None:
+        self._print(f"overnight: {text}")
+
+    def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None:
+        value = fmt(rec.value) if rec.value is not None else "—"
+        wall = f"{rec.wall_s:.1f}s" if rec.wall_s is not None else "—"
+        best = fmt(status["best"]["value"])
+        line = f"[{rec.experiment:>4}] {rec.status:<8} {value:>12}  best {best:<12} {wall:>7}  "
+        line += rec.description[:80]
+        if rec.status not in ("keep",) and rec.reason:
+            line += f"  — {rec.reason[:160]}"
+        self._print(line)
+
+    def finished(self, reason: str, status: dict[str, Any]) -> None:
+        self._print(f"overnight: {reason}")
+        self._print(f"overnight: {best_line(status)}")
+        self._print(f"overnight: {counts_line(status)}; {rate_line(status)}")
+        self._print(f"overnight: branch {status['branch']}")
+
+
+class LiveView(View):
+    """A rich panel: current experiment with its budget countdown, best vs baseline, counts,
+    hit rate, experiments per hour and the most recent experiments."""
+
+    def __init__(self, study: str) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console()
+        self.study = study
+        self.current = "starting…"
+        self.running: dict[int, tuple[str, float]] = {}
+        self.budget = 0.0
+        self.status: dict[str, Any] | None = None
+        self.recent: deque[ExperimentRecord] = deque(maxlen=8)
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
+        self.live.start()
+
+    def __rich__(self) -> Any:
+        from rich.panel import Panel
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold")
+        grid.add_column()
+        if not self.running:
+            grid.add_row("now", self.current)
+        for n, (description, started) in sorted(self.running.items()):
+            elapsed = time.monotonic() - started
+            left = max(0.0, self.budget - elapsed)
+            grid.add_row(
+                "now", f"experiment {n}: {description[:80]}  [{elapsed:5.1f}s, {left:5.1f}s left]"
+            )
+        if self.status:
+            grid.add_row("best", best_line(self.status))
+            grid.add_row("counts", counts_line(self.status))
+            grid.add_row("rate", rate_line(self.status))
+        table = Table(expand=True, box=None, pad_edge=False)
+        for col in ("#", "status", "value", "wall", "description / reason"):
+            table.add_column(col, no_wrap=True, overflow="ellipsis")
+        for rec in self.recent:
+            # The value column already tells why a discard lost; other failures need the reason.
+            plain = rec.status in ("keep", "discard")
+            text = rec.description if plain else f"{rec.description} — {rec.reason}"
+            table.add_row(
+                str(rec.experiment),
+                Text(rec.status or "", style=STATUS_STYLE.get(rec.status or "", "")),
+                fmt(rec.value),
+                f"{rec.wall_s:.1f}s" if rec.wall_s is not None else "—",
+                text,
+            )
+        outer = Table.grid()
+        outer.add_row(grid)
+        outer.add_row(table)
+        return Panel(outer, title=f"overnight · {self.study}", border_style="blue")
+
+    def message(self, text: str) -> None:
+        self.live.console.print(f"[dim]overnight:[/dim] {text}")
+
+    def proposing(self, n: int) -> None:
+        self.current = f"proposing experiment {n}…"
+
+    def experiment_started(self, n: int, description: str, budget_s: float) -> None:
+        # One entry per busy slot; a re-measured experiment restarts its clock.
+        self.running[n] = (description, time.monotonic())
+        self.budget = budget_s
+
+    def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None:
+        self.recent.append(rec)
+        self.status = status
+        self.running.pop(rec.experiment, None)
+        self.current = "proposing…"
+
+    def finished(self, reason: str, status: dict[str, Any]) -> None:
+        self.status = status
+        self.current = reason
+        self.running.clear()
+        self.close()
+        self.console.print(f"[bold]{reason}[/bold] — {best_line(status)}")
+        self.console.print(f"{counts_line(status)}; {rate_line(status)}; branch {status['branch']}")
+
+    def close(self) -> None:
+        if self.live.is_started:
+            self.live.stop()

@@ -1,0 +1,71 @@
+"""The proposer's context, built from the ledger and the study branch alone, so a restarted
+controller proposes exactly as well as one that never stopped."""
+
+from __future__ import annotations
+
+from overnight.isolation.runner import tail_text
+from overnight.proposers.base import Context
+from overnight.store.ledger import Ledger
+from overnight.store.records import ExperimentRecord
+from overnight.store.study import Study
+from overnight.traces import build_digest, experiment_traces
+
+
+def last_crash_log(study: Study, history: list[ExperimentRecord], max_bytes: int = 3000) -> str:
+    """The log tail of the most recent crash or timeout, so the proposer can fix its bug."""
+    crash = next((r for r in reversed(history) if r.status in ("crash", "timeout")), None)
+    if crash is None:
+        return ""
+    d = study.exp_dir(crash.experiment)
+    parts = []
+    for name in ("run.stderr", "run.stdout", "metric.stderr", "metric.stdout"):
+        text = tail_text(d / name, max_bytes)
+        if text.strip():
+            parts.append(f"--- experiment {crash.experiment} {name} (tail) ---\n{text}")
+    return "\n".join(parts)
+
+
+def trace_digest(study: Study, history: list[ExperimentRecord], best: ExperimentRecord) -> str:
+    """Digest of the best's task traces plus what the latest experiment broke; only the
+    metric runs' trace folders are read, so holdout traces never reach a prompt."""
+    last = history[-1] if history else None
+    last_set = None
+    if last is not None and last.experiment != best.experiment:
+        last_set = experiment_traces(study.exp_dir(last.experiment))
+    return build_digest(
+        experiment_traces(study.exp_dir(best.experiment)), best.experiment,
+        study.cfg.traces.prompt_chars, last_set, last.experiment if last else None,
+    )  # fmt: skip
+
+
+def build_context(
+    study: Study,
+    ledger: Ledger,
+    best: ExperimentRecord,
+    best_files: dict[str, str],
+    seed: int,
+) -> Context:
+    cfg = study.cfg
+    history = ledger.records()
+    instructions_path = study.root / cfg.study.instructions
+    # Read on every proposal: users edit program.md during the night to steer the search.
+    instructions = instructions_path.read_text() if instructions_path.is_file() else ""
+    return Context(
+        study=study.name,
+        instructions=instructions,
+        surface=dict(best_files),
+        metric=cfg.metric.name,
+        goal=cfg.metric.goal,
+        budget_s=cfg.study.budget,
+        best_experiment=best.experiment,
+        best_value=best.value,
+        baseline_value=history[0].value if history else None,
+        history=history,
+        seed=seed,
+        best_commit=best.commit or "",
+        repo_root=str(study.root),
+        last_crash_log=last_crash_log(study, history),
+        constraints=[c.model_dump() for c in cfg.constraints],
+        best_metrics=dict(best.metrics),
+        trace_digest=trace_digest(study, history, best),
+    )
