@@ -26,7 +26,7 @@ from conftest import git, make_repo, overnight_env, run_cli, write_script
 
 from overnight.config import config_from_dict
 from overnight.errors import UsageError
-from overnight.executors.base import BaseExecutor, RunReport, RunTask
+from overnight.executors.base import BaseExecutor, RunFacts, RunTask
 from overnight.executors.ray import worker as ray_worker
 from overnight.executors.registry import make_executor
 from overnight.git.workspace import Workspace
@@ -159,7 +159,7 @@ def _base_tar(files: dict[str, str]) -> bytes:
 def _spec(tmp: Path, files: dict[str, str], commands: list[tuple[str, str]]) -> dict:
     base = {"s.py": "print('score: 1')\n", "lock.txt": "locked\n", "gone.py": "x = 1\n"}
     task = RunTask(
-        experiment=3, repeat=1, kind="run", commit="c", commands=commands, metric_from="run",
+        experiment=3, repeat=1, kind="run", commit="c", commands=commands,
         budget_s=10, env={"PATH": os.environ["PATH"], "OVERNIGHT_TRACE_DIR": "/nowhere/t",
                           "OVERNIGHT_ARTIFACT_DIR": "/nowhere/a"},
         exp_dir=str(tmp / "exp"), marker=f"overnight:unit:{uuid.uuid4().hex}",
@@ -186,8 +186,9 @@ def test_worker_runs_the_candidate_and_sees_locked_changes(
     spec = _spec(tmp_path, {"s.py": script}, [("run", f"{PY} s.py")])
     tar = spec.pop("_tar")
     out = ray_worker.run_task(spec, fetch=lambda: tar)
-    assert out["report"]["metrics"] == {"score": 2.0}
-    assert out["report"]["exit_code"] == 0 and out["report"]["locked_changed"] == []
+    # Facts only: the metric is parsed by the controller from the logs sent back.
+    assert out["logs"]["run-1.stdout"].endswith(b"score: 2\n")
+    assert out["report"]["steps"][0]["exit_code"] == 0 and out["report"]["changed"] == []
     assert set(out["logs"]) == {"run-1.stdout", "run-1.stderr"}
     with tarfile.open(fileobj=io.BytesIO(out["dirs"]["OVERNIGHT_TRACE_DIR"])) as t:
         assert t.getnames() == ["a.json"]
@@ -199,7 +200,7 @@ def test_worker_runs_the_candidate_and_sees_locked_changes(
         spec["base_key"] = _spec.__name__  # the same key each time: the cached copy is reused
         tar = spec.pop("_tar")
         out = ray_worker.run_task(spec, fetch=lambda tar=tar: tar)
-        assert out["report"]["locked_changed"] == ["lock.txt"]
+        assert out["report"]["changed"] == ["lock.txt"]
     cached = tmp_path / "node" / "overnight-ray" / "base" / "_spec" / "lock.txt"
     assert cached.read_text() == "locked\n"
     # A run that tampers with the node's cache through its absolute path: re-extracted.
@@ -261,7 +262,7 @@ def _cfg(**executor: object) -> object:
 
 
 class Plugin(BaseExecutor):
-    def run(self, task: RunTask) -> RunReport:  # pragma: no cover - never run
+    def run(self, task: RunTask) -> RunFacts:  # pragma: no cover - never run
         raise NotImplementedError
 
 

@@ -238,7 +238,7 @@ def synthetic_study(
     ledger = Ledger(study.ledger_path)
     for n, (status, value) in enumerate(values):
         ledger.add_proposed(n, parent="p", description=f"exp {n} 100%_done", diff=f"+X = {n}\n")
-        ledger.decide(n, status, "" if status == "keep" else f"why {n}", value, {}, 1.0)
+        ledger.set_verdict(n, status, "" if status == "keep" else f"why {n}", value, {}, 1.0)
     ledger.close()
     return study
 
@@ -293,10 +293,10 @@ def test_points_cursor_sees_out_of_order_decisions(tmp_path: Path) -> None:
     assert first["n"] == [0] and first["cursor"] is not None
     for n in (1, 2):
         writer.add_proposed(n, parent="p", description=f"exp {n}")
-    writer.decide(2, "discard", "worse", 11.0, {}, 1.0)
+    writer.set_verdict(2, "discard", "worse", 11.0, {}, 1.0)
     second = queries.points(reader, after=first["cursor"])
     assert 2 in second["n"] and 1 not in second["n"]
-    writer.decide(1, "keep", "", 9.0, {}, 1.0)
+    writer.set_verdict(1, "keep", "", 9.0, {}, 1.0)
     third = queries.points(reader, after=second["cursor"])
     assert 1 in third["n"] and third["labels"] == {"1": "exp 1"}
     writer.close()

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
+from overnight.experiment.view import View
 from overnight.judging.rules import fmt
 from overnight.store.records import ExperimentRecord
 
@@ -44,19 +45,6 @@ def rate_line(status: dict[str, Any]) -> str:
 
 def counts_line(status: dict[str, Any]) -> str:
     return "  ".join(f"{k} {v}" for k, v in status["counts"].items())
-
-
-class View:
-    def message(self, text: str) -> None: ...
-    def proposing(self, n: int) -> None: ...
-    def experiment_started(self, n: int, description: str, budget_s: float) -> None: ...
-    def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None: ...
-    def finished(self, reason: str, status: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
-
-
-class NullView(View):
-    pass
 
 
 class PlainView(View):

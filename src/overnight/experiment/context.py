@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from overnight.isolation.runner import tail_text
 from overnight.proposers.base import Context
-from overnight.store.ledger import Ledger
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study
 from overnight.traces import build_digest, experiment_traces
@@ -40,13 +39,14 @@ def trace_digest(study: Study, history: list[ExperimentRecord], best: Experiment
 
 def build_context(
     study: Study,
-    ledger: Ledger,
+    history: list[ExperimentRecord],
     best: ExperimentRecord,
     best_files: dict[str, str],
     seed: int,
 ) -> Context:
+    """`history`: every decided experiment (the recorder keeps it in step with the ledger)."""
     cfg = study.cfg
-    history = ledger.records()
+    history = sorted(history, key=lambda r: r.experiment)
     instructions_path = study.root / cfg.study.instructions
     # Read on every proposal: users edit program.md during the night to steer the search.
     instructions = instructions_path.read_text() if instructions_path.is_file() else ""

@@ -1,32 +1,47 @@
-"""The path of one candidate: carry a proposal over to the current best, screen it, commit
-it, gate it, measure it, and decide it, re-applying a winner whose best moved meanwhile.
+"""One candidate, top to bottom.
 
-A mixin of `Loop` (which owns the state: the best, the lock, the ledger, the workspace);
-kept apart so each module reads as one step of the loop."""
+    transfer onto the best → screen → commit → check gate → measure → judge → confirm →
+    holdout → (the best moved while it ran: transfer again and re-measure) → record
+
+Each stage is one method below, in that order. The pipeline reads the study's state and
+writes only through the loop's `Recorder`; judging is `judging.verdict.judge`, the very
+function `overnight verify` replays.
+"""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from overnight.config import Config, ConstraintConfig
+from overnight.experiment.measure import Measurer, Run, aggregate
+from overnight.experiment.recorder import Best, Recorder
+from overnight.experiment.reference import best_holdout, reference
+from overnight.experiment.view import View
+from overnight.git.transfer import three_way_text
+from overnight.git.workspace import Workspace
 from overnight.isolation.integrity import outside_surface, surface_hash
 from overnight.judging.constraints import check_constraints
-from overnight.judging.rules import Verdict
+from overnight.judging.rules import Rule, Verdict, surface_size
+from overnight.judging.stats import mean
+from overnight.judging.verdict import (
+    ConfirmRecord,
+    HoldoutRecord,
+    Reference,
+    VerdictRecord,
+    judge,
+)
+from overnight.store.evidence import LedgerEvidence
 from overnight.store.records import ExperimentRecord, Proposal
 
-if TYPE_CHECKING:
-    from overnight.cli.view import View
-    from overnight.experiment.gates import Decider
-    from overnight.experiment.measure import Measurer
-    from overnight.git.workspace import Workspace
-    from overnight.proposers.base import BaseProposer
-    from overnight.store.ledger import Ledger
-    from overnight.store.study import Study
+# How often a winner is carried onto a best that moved while it was measured, before it
+# is given up on (each round is a full re-measurement).
+MAX_ROUNDS = 3
 
 
 def diff_text(old: dict[str, str], new: dict[str, str]) -> str:
-    import difflib
-
     out: list[str] = []
     for path in sorted(new):
         a, b = old.get(path, ""), new[path]
@@ -37,87 +52,86 @@ def diff_text(old: dict[str, str], new: dict[str, str]) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in out)
 
 
-class CandidateSteps:
-    # Provided by Loop.
-    study: Study
-    cfg: Any
-    ws: Workspace
-    ledger: Ledger
-    view: View
-    proposer: BaseProposer
-    surface: list[str]
-    lock: threading.RLock
-    best: ExperimentRecord
-    best_files: dict[str, str]
-    best_hash: str
-    tools: list[tuple[Measurer, Decider]]
-    # Also from Loop: _record, _started, _save_proposal.
+@dataclass
+class Transfer:
+    """How a change made on an older best was carried onto the current one."""
 
-    def _merge_onto_best(
-        self, base_files: dict[str, str], changed: dict[str, str]
-    ) -> tuple[dict[str, str] | None, list[str]]:
-        """Three-way merge of the change base → changed onto the current best's surface."""
+    files: dict[str, str] | None  # the carried change, None when it does not carry
+    how: str  # "none" (made on the current best), "proposer", "merge"
+    conflicts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"how": self.how, "conflicts": self.conflicts}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: Config,
+        recorder: Recorder,
+        measurers: list[Measurer],
+        ws: Workspace,
+        surface: list[str],
+        rebase: Callable[[Proposal, dict[str, str]], dict[str, str] | None],
+        view: View,
+    ) -> None:
+        self.cfg = cfg
+        self.rec = recorder
+        self.measurers = measurers
+        self.ws = ws
+        self.surface = surface
+        self.rebase = rebase  # the proposer's own re-application of its change
+        self.view = view
+        self.evidence = LedgerEvidence(recorder.ledger)
+        self.constraints = [c.model_dump() for c in cfg.constraints]
+
+    # == the stages, in order ===============================================================
+
+    def run(self, proposal: Proposal, slot: int, existing: int | None = None) -> ExperimentRecord:
+        """Number, carry over, screen and commit `proposal`, then evaluate it in `slot`.
+        `existing`: the number of an experiment a stopped controller left undecided."""
+        with self.rec.lock:
+            best = self._best()
+            n = self.rec.next_number() if existing is None else existing
+            moved = self.transfer(proposal, proposal.base_commit, best)
+            if moved.files is not None:
+                proposal.files = moved.files
+            files = {**best.files, **proposal.files}
+            digest = surface_hash(files)
+            if existing is None:
+                self.rec.proposed(n, proposal, best.commit, diff_text(best.files, proposal.files),
+                                  digest)  # fmt: skip
+            verdict = self.screen(n, proposal, files, digest, best, moved)
+            if verdict is not None:
+                return self.rec.verdict(n, verdict, None)
+            commit = self.commit(n, proposal, best, digest)
+        return self.evaluate(n, commit, proposal, best, slot, moved)
+
+    def transfer(self, proposal: Proposal, made_on: str, best: Best) -> Transfer:
+        """Carry a change made on an older best (run-ahead, parallel slots) onto `best`:
+        the proposer's own `rebase()` first (tune re-sets its knobs), else a three-way
+        merge of the text."""
+        if not made_on or made_on == best.commit or not proposal.files:
+            return Transfer(None, "none", [])
+        if proposal.invalid_reason:
+            return Transfer(None, "none", [])
+        rebased = self.rebase(proposal, dict(best.files))
+        if rebased is not None:
+            return Transfer(rebased, "proposer", [])
+        old = self.ws.read_files(made_on, list(proposal.files))
         merged, conflicts = {}, []
-        for path, text in changed.items():
-            out = self.ws.three_way(base_files.get(path, ""), self.best_files.get(path, ""), text)
+        for path, text in proposal.files.items():
+            out = three_way_text(old.get(path, ""), best.files.get(path, ""), text)
             if out is None:
                 conflicts.append(path)
             else:
                 merged[path] = out
-        return (None if conflicts else merged), conflicts
+        return Transfer(None if conflicts else merged, "merge", conflicts)
 
-    def try_proposal(
-        self, proposal: Proposal, slot: int, existing: int | None = None
-    ) -> ExperimentRecord:
-        """Number and apply a proposal as a candidate commit on the current best, then gate,
-        measure and decide it."""
-        with self.lock:
-            n = self.ledger.next_number() if existing is None else existing
-            base, best_files = self.best, dict(self.best_files)
-            stale = bool(proposal.base_commit) and proposal.base_commit != base.commit
-            conflicts: list[str] = []
-            if stale and proposal.files and not proposal.invalid_reason:
-                # Proposed on an older best (run-ahead, parallel slots): carry its change
-                # over to the current best before it runs.
-                rebased = self.proposer.rebase(proposal, best_files)
-                if rebased is not None:
-                    proposal.files = rebased
-                else:
-                    old = self.ws.read_files(proposal.base_commit, list(proposal.files))
-                    merged, conflicts = self._merge_onto_best(old, proposal.files)
-                    if merged is not None:
-                        proposal.files = merged
-            files = {**best_files, **proposal.files}
-            new_hash = surface_hash(files)
-            if existing is None:
-                self.ledger.add_proposed(
-                    n, parent=base.commit or "", description=proposal.description,
-                    rationale=proposal.rationale, hypothesis=proposal.hypothesis,
-                    proposer=proposal.proposer, files=proposal.files,
-                    diff=diff_text(best_files, proposal.files), surface_hash=new_hash,
-                    cost_usd=proposal.cost_usd, usage=proposal.usage, meta=proposal.meta,
-                )  # fmt: skip
-                self._save_proposal(n, proposal)
-            verdict = self._screen(n, proposal, files, new_hash)
-            if verdict is None and conflicts:
-                verdict = Verdict("invalid", "proposed on an older best; its change does not "
-                                  f"merge onto experiment {base.experiment}: conflict in "
-                                  + ", ".join(conflicts))  # fmt: skip
-            if verdict is not None:
-                return self._record(n, verdict, None, {}, None)
-            commit = self.ws.make_commit(
-                base.commit or "", proposal.files, self.ws.message(proposal.description, n)
-            )
-            self.ledger.set_state(
-                n, "applied", commit=commit, parent=base.commit or "", surface_hash=new_hash,
-                diff=diff_text(best_files, proposal.files),
-            )  # fmt: skip
-            self.ws.set_experiment_ref(n, commit)
-        return self._run_candidate(n, commit, proposal.description, slot, proposal)
-
-    def _screen(
-        self, n: int, proposal: Proposal, files: dict[str, str], new_hash: str
-    ) -> Verdict | None:
+    def screen(
+        self, n: int, proposal: Proposal, files: dict[str, str], digest: str, best: Best,
+        moved: Transfer,
+    ) -> Verdict | None:  # fmt: skip
         """Reasons a proposal must not run at all."""
         if proposal.invalid_reason:
             return Verdict("invalid", proposal.invalid_reason)
@@ -126,86 +140,172 @@ class CandidateSteps:
         )
         if outside:
             return Verdict("rejected", "changed files outside the surface: " + ", ".join(outside))
-        if not proposal.files or new_hash == self.best_hash:
-            return Verdict(
-                "invalid",
-                "empty change: the surface is identical to the current "
-                f"best (experiment {self.best.experiment})",
-            )
-        dup = self.ledger.find_hash(new_hash, exclude=n)
+        if moved.conflicts:
+            return Verdict("invalid", "proposed on an older best; its change does not merge onto "
+                           f"experiment {best.experiment}: conflict in "
+                           + ", ".join(moved.conflicts))  # fmt: skip
+        if not proposal.files or digest == best.hash:
+            return Verdict("invalid", "empty change: the surface is identical to the current "
+                           f"best (experiment {best.experiment})")  # fmt: skip
+        dup = self.rec.ledger.find_hash(digest, exclude=n)
         if dup is not None:
-            return Verdict(
-                "invalid", f"duplicate of experiment {dup}: that surface was already measured"
-            )
+            return Verdict("invalid", f"duplicate of experiment {dup}: that surface was already "
+                           "measured")  # fmt: skip
         return None
 
-    def _run_candidate(
-        self, n: int, commit: str, description: str, slot: int, proposal: Proposal | None = None
-    ) -> ExperimentRecord:
-        measure, decider = self.tools[slot]
-        with self.lock:
-            base, base_files = self.best, dict(self.best_files)
-        self._started(n, description)
-        if self.cfg.check.command:
-            gate = [("check", self.cfg.check.command)]
-            report = measure.execute(n, commit, 0, "check", gate, "")
-            if report.exit_code != 0:
-                why = "timed out" if report.timed_out else f"exit {report.exit_code}"
-                tail = report.output_tail.strip().splitlines()[-3:]
-                verdict = Verdict("invalid", f"[check] failed ({why}): " + " | ".join(tail))
-                with self.lock:
-                    return self._record(n, verdict, None, {}, report.wall_s)
-        for _attempt in range(3):
-            self.ledger.set_state(n, "running")
-            reports = measure.measure(n, commit)
-            verdict = measure.failure(reports)
-            value, metrics, wall = measure.aggregate(reports)
-            if verdict is None:
-                verdict = check_constraints(metrics, self.cfg.constraints)
-            # The noise-aware rule, the confirming re-run and the holdout gate (decide.py).
-            verdict = decider.verdict(n, commit, reports, verdict, base, base_files)
-            with self.lock:
-                if verdict.status != "keep" or base.commit == self.best.commit:
-                    return self._record(n, verdict, value, metrics, wall, commit=commit)
-                # It beat the best it was built on, but another slot kept something since:
-                # re-apply its change onto the new best and measure it again.
-                rebased = self.proposer.rebase(proposal, self.best_files) if proposal else None
-                if rebased is not None:
-                    merged, conflicts = rebased, []
-                else:
-                    cand = self.ws.read_files(commit, self.surface)
-                    merged, conflicts = self._merge_onto_best(base_files, cand)
-                if merged is None or surface_hash({**self.best_files, **merged}) == self.best_hash:
-                    why = (
-                        "its change does not merge onto experiment "
-                        f"{self.best.experiment}: conflict in {', '.join(conflicts)}"
-                        if merged is None
-                        else "its change is already in the new best"
-                    )
-                    verdict = Verdict("discard", f"beat experiment {base.experiment}, but {why}")
-                    self._mark_stale(n, why)
-                    return self._record(n, verdict, value, metrics, wall)
-                base, base_files = self.best, dict(self.best_files)
-                commit = self.ws.make_commit(
-                    base.commit or "", merged, self.ws.message(description, n)
-                )
-                self.ledger.retire_measurements(n)
-                self.ledger.set_state(n, "applied", commit=commit, parent=base.commit)
-                self.ws.set_experiment_ref(n, commit)
-            self.view.message(
-                f"experiment {n} beat its parent; re-measuring it on the new best "
-                f"(experiment {base.experiment})"
-            )
-        verdict = Verdict("discard", "the best kept moving while it was re-measured (3 times)")
-        self._mark_stale(n, "the best kept moving")
-        with self.lock:
-            return self._record(n, verdict, value, metrics, wall)
+    def commit(self, n: int, proposal: Proposal, best: Best, digest: str) -> str:
+        commit = self.ws.make_commit(best.commit, proposal.files,
+                                     self.ws.message(proposal.description, n))  # fmt: skip
+        self.rec.applied(n, commit, best.commit, surface_hash=digest,
+                         diff=diff_text(best.files, proposal.files))  # fmt: skip
+        return commit
 
-    def _mark_stale(self, n: int, why: str) -> None:
-        """Note in the stored verdict that a would-be keep was discarded because the best
-        moved on, so `overnight verify` replays it as such."""
-        rec = self.ledger.get(n)
-        meta = dict(rec.meta) if rec else {}
-        if isinstance(meta.get("verdict"), dict):
-            meta["verdict"] = {**meta["verdict"], "stale": why}
-            self.ledger.set_state(n, "measured", meta=meta)
+    def evaluate(
+        self, n: int, commit: str, proposal: Proposal | None, best: Best, slot: int,
+        moved: Transfer | None = None,
+    ) -> ExperimentRecord:  # fmt: skip
+        """Gate, measure and judge candidate `n`; carry a winner over when the best moved."""
+        m = self.measurers[slot]
+        description = proposal.description if proposal else ""
+        self.rec.started(n, description)
+        self.view.experiment_started(n, description, self.cfg.study.budget)
+        gate = self.check(n, commit, m)
+        if gate is not None:
+            verdict, wall = gate
+            return self.rec.verdict(n, verdict, None, wall_s=wall)
+        transfer = moved.as_dict() if moved is not None and moved.how != "none" else None
+        for round_ in range(1, MAX_ROUNDS + 1):
+            self.rec.running_state(n)
+            runs = self.measure(n, commit, m)
+            verdict, record = self.judge(n, commit, runs, best, m)
+            record.transfer = transfer
+            value, metrics, wall = aggregate(runs)
+            isolation = runs[0].facts.isolation if runs else None
+            with self.rec.lock:
+                now = self._best()
+                if verdict.status != "keep" or now.commit == best.commit:
+                    return self.rec.verdict(n, verdict, record, value, metrics, wall,
+                                            commit=commit, isolation=isolation)  # fmt: skip
+                # It beat the best it was built on, but another slot kept something since.
+                cand = Proposal(files=self.ws.read_files(commit, self.surface), description="")
+                if proposal is not None:
+                    cand = proposal
+                again = self.transfer(cand, best.commit, now)
+                files = {**now.files, **(again.files or {})}
+                why = ""
+                if again.files is None:
+                    why = (f"its change does not merge onto experiment {now.experiment}: "
+                           f"conflict in {', '.join(again.conflicts)}")  # fmt: skip
+                elif surface_hash(files) == now.hash:
+                    why = "its change is already in the new best"
+                elif round_ == MAX_ROUNDS:
+                    why = f"the best kept moving while it was re-measured ({MAX_ROUNDS} times)"
+                if why:
+                    record.stale = why
+                    return self.rec.verdict(n, judge(record, self.evidence, n), record, value,
+                                            metrics, wall, isolation=isolation)  # fmt: skip
+                assert again.files is not None
+                best = now
+                commit = self.ws.make_commit(best.commit, again.files,
+                                             self.ws.message(cand.description, n))  # fmt: skip
+                self.rec.retire(n)
+                self.rec.applied(n, commit, best.commit)
+                transfer = {**again.as_dict(), "rounds": round_}
+            self.view.message(f"experiment {n} beat its parent; re-measuring it on the new best "
+                         f"(experiment {best.experiment})")  # fmt: skip
+        raise AssertionError("unreachable: the last round always records")
+
+    def check(self, n: int, commit: str, m: Measurer) -> tuple[Verdict, float] | None:
+        """`[check]`: a cheap gate (tests, lint) that must pass before the metric run."""
+        if not self.cfg.check.command:
+            return None
+        run = m.execute(n, commit, 0, "check", [("check", self.cfg.check.command)], "check")
+        step = run.facts.failed_step
+        if step is None and not run.facts.lost:
+            return None
+        why = "timed out" if step and step.timed_out else f"exit {step.exit_code if step else '?'}"
+        tail = (step.output_tail if step else run.facts.lost).strip().splitlines()[-3:]
+        return Verdict("invalid", f"[check] failed ({why}): " + " | ".join(tail)), run.wall_s
+
+    def measure(self, n: int, commit: str, m: Measurer) -> list[Run]:
+        return m.measure(n, commit)
+
+    def judge(
+        self, n: int, commit: str, runs: list[Run], best: Best, m: Measurer
+    ) -> tuple[Verdict, VerdictRecord]:
+        """The verdict of candidate `n` measured in `runs`, with the record of how it was
+        reached; a would-be keep goes on to the confirming re-run and the holdout."""
+        ids = [r.id for r in runs]
+        if any(r.status is not None for r in runs):
+            locked = sorted({p for r in runs for p in r.locked_changed})
+            record = VerdictRecord("failure", candidate=ids, locked_changed=locked)
+            return judge(record, self.evidence, n), record
+        _, metrics, _ = aggregate(runs)
+        if check_constraints(metrics, self.cfg.constraints) is not None:
+            record = VerdictRecord("constraint", candidate=ids, constraints=self.constraints)
+            return self._judge(record, n, metrics), record
+        record = self._metric_record(n, commit, ids, best)
+        verdict = self._judge(record, n, metrics)
+        if verdict.status == "keep" and self.cfg.metric.confirm:
+            self.confirm(n, commit, record, m)
+            verdict = self._judge(record, n, metrics)
+        if verdict.status == "keep" and self.cfg.holdout.command:
+            self.holdout(n, commit, record, best, m)
+            verdict = self._judge(record, n, metrics)
+        return verdict, record
+
+    def confirm(self, n: int, commit: str, record: VerdictRecord, m: Measurer) -> None:
+        """Re-run a would-be keep once more (`repeats` runs, new seeds)."""
+        record.stage = "confirm"
+        runs = m.measure(n, commit, kind="confirm", first_repeat=self.cfg.metric.repeats)
+        record.confirm = ConfirmRecord(ids=[r.id for r in runs])
+        failed = next((r for r in runs if r.status is not None), None)
+        broken = check_constraints(runs[-1].metrics, self.cfg.constraints) if runs else None
+        if failed is not None:
+            record.confirm.failed, record.confirm.reason = failed.status, failed.error or ""
+        elif broken is not None:
+            record.confirm.failed, record.confirm.reason = broken.status, broken.reason
+
+    def holdout(self, n: int, commit: str, record: VerdictRecord, best: Best, m: Measurer) -> None:
+        """Measure a would-be keep on the hidden holdout, and the best's when it has none."""
+        h = self.cfg.holdout
+        record.stage = "holdout"
+        _, ref_id = best_holdout(self.rec.ledger, m, best.record)
+        run = m.measure_holdout(n, commit)
+        record.holdout = HoldoutRecord(ids=[run.id], reference_ids=[ref_id] if ref_id else [],
+                                       tolerance=h.tolerance, goal=h.goal)  # fmt: skip
+
+    # == helpers ============================================================================
+
+    def _best(self) -> Best:
+        assert self.rec.best is not None, "no best before the baseline"
+        return self.rec.best
+
+    def _judge(self, record: VerdictRecord, n: int, metrics: dict[str, float]) -> Verdict:
+        constraints = [ConstraintConfig(**c) for c in record.constraints]
+        return judge(record, self.evidence, n, metrics, constraints)
+
+    def _metric_record(self, n: int, commit: str, ids: list[int], best: Best) -> VerdictRecord:
+        m = self.cfg.metric
+        ref, ref_ids = reference(self.rec.ledger, best.record)
+        rule = Rule(m.name, m.goal, m.alpha, m.threshold(mean(ref)), m.prefer_simpler)
+        noise = None
+        if min(len(ids), len(ref)) < 2 and ids:
+            with self.rec.lock:
+                noise = self.rec.noise.before(min(ids) - 1, n)
+        sizes = None
+        if m.prefer_simpler:
+            sizes = (surface_size(best.files), surface_size(self.ws.read_files(commit,
+                                                                                self.surface)))
+        record = VerdictRecord("metric", candidate=ids, rule=rule,
+                               reference=Reference(best.experiment, ref_ids), noise=noise,
+                               sizes=sizes)  # fmt: skip
+        first = self._first(record, n)
+        record.method, record.kind, record.p = first
+        return record
+
+    def _first(self, record: VerdictRecord, n: int) -> tuple[str, str, float | None]:
+        from overnight.judging.verdict import metric_decision
+
+        d = metric_decision(record, self.evidence, n)
+        return d.method, d.kind, d.p

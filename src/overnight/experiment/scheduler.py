@@ -1,10 +1,9 @@
 """Keeps every experiment slot busy.
 
-A proposer thread prepares proposals ahead (bounded look-ahead) while slot threads run
+Feeder threads prepare proposals ahead (bounded look-ahead) while slot threads run
 experiments, so a slot never waits for the model when the model is at least as fast as a
-run, and the model never waits for a slot when it is slower. The controller stays the only
-writer: slot threads do their git and ledger bookkeeping under the loop's lock, and only
-the runs themselves happen outside it.
+run, and the model never waits for a slot when it is slower. The scheduler knows nothing
+of git or the ledger: it is given the few callables it needs.
 """
 
 from __future__ import annotations
@@ -12,14 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from overnight.experiment.measure import Interrupted
-from overnight.store.records import Proposal
-
-if TYPE_CHECKING:
-    from overnight.experiment.loop import Loop
+from overnight.store.records import ExperimentRecord, Proposal
 
 
 @dataclass
@@ -30,30 +26,42 @@ class Tally:
     streak: int = 0  # decided experiments in a row without a keep
 
 
+@dataclass
+class Jobs:
+    """What the scheduler may call."""
+
+    propose: Callable[[], Proposal]  # may raise Interrupted
+    run: Callable[[Proposal, int], ExperimentRecord]  # (proposal, slot) -> decided record
+    should_stop: Callable[[Tally], str | None]
+    before_each: Callable[[int], None]  # slot -> None (e.g. re-measure the best for drift)
+    stopping: threading.Event  # set when a stop was requested (Ctrl-C, SIGTERM)
+    concurrent: bool = False  # the proposer may be called from several threads at once
+
+
 class Scheduler:
-    def __init__(self, loop: Loop, slots: int, lookahead: int, t0: float) -> None:
-        self.loop = loop
+    def __init__(self, jobs: Jobs, slots: int, lookahead: int, tally: Tally | None = None) -> None:
+        self.jobs = jobs
         self.slots = max(1, slots)
         self.lookahead = max(0, lookahead)
-        self.t0 = t0
-        self.tally = Tally()
+        self.tally = tally or Tally()
+        self.lock = threading.Lock()
         self.why: str | None = None
         self.done = threading.Event()
         self.ready: queue.Queue[Proposal] = queue.Queue(maxsize=max(1, self.lookahead))
         self.room = threading.Lock()
         self.inflight = 0  # proposals being made right now
         self.proposing = threading.Lock()  # serial mode: one slot asks the model at a time
-        self.busy_s = 0.0  # summed slot time spent on experiments (utilization)
         self.error: BaseException | None = None
 
-    def run(self) -> str:
+    def run(self) -> str | None:
+        """Run until a stop condition; returns why it stopped (None: interrupted)."""
         threads = [
             threading.Thread(target=self._slot, args=(i,), name=f"overnight-slot-{i}")
             for i in range(self.slots)
         ]
         # A proposer that may be called from several threads at once (a model API) gets a
         # feeder per look-ahead slot, so N slots are kept busy by a model slower than a run.
-        feeders = self.lookahead if getattr(self.loop.proposer, "concurrent", False) else 1
+        feeders = self.lookahead if self.jobs.concurrent else 1
         for i in range(feeders if self.lookahead else 0):
             threading.Thread(target=self._feed, name=f"overnight-feeder-{i}", daemon=True).start()
         for t in threads:
@@ -65,13 +73,16 @@ class Scheduler:
         self.done.set()
         if self.error is not None:
             raise self.error
-        return self.why or self.loop.stop_reason or "stopped"
+        return self.why
 
     # -- proposals --------------------------------------------------------------------------
 
+    def _stopping(self) -> bool:
+        return self.done.is_set() or self.jobs.stopping.is_set()
+
     def _feed(self) -> None:
         """Prepare the next proposal whenever the look-ahead queue has room."""
-        while not self.done.is_set() and not self.loop.stop_event.is_set():
+        while not self._stopping():
             with self.room:
                 if self.ready.qsize() + self.inflight >= self.lookahead:
                     wait = True
@@ -81,8 +92,12 @@ class Scheduler:
                 time.sleep(0.005)
                 continue
             try:
-                proposal = self.loop.make_proposal()
+                proposal = self.jobs.propose()
             except Interrupted:
+                return
+            except BaseException as exc:  # a bug, not a proposer fault: surface it
+                self.error = self.error or exc
+                self.done.set()
                 return
             finally:
                 with self.room:
@@ -99,37 +114,34 @@ class Scheduler:
             with self.proposing:
                 if self.done.is_set():
                     return None
-                return self.loop.make_proposal()
-        while not self.done.is_set() and not self.loop.stop_event.is_set():
+                return self.jobs.propose()
+        while not self._stopping():
             try:
                 return self.ready.get(timeout=0.05)
             except queue.Empty:
                 continue
-        if self.loop.stop_event.is_set():
+        if self.jobs.stopping.is_set():
             raise Interrupted
         return None
 
     # -- slots ------------------------------------------------------------------------------
 
     def _slot(self, slot: int) -> None:
-        loop = self.loop
         while True:
-            with loop.lock:
+            with self.lock:
                 t = self.tally
-                why = self.why or loop.should_stop(t.started, t.streak, self.t0)
+                why = self.why or self.jobs.should_stop(t)
                 if why is not None:
                     # No new experiments; the other slots finish the ones they hold.
                     self.why = why
                     return
                 t.started += 1
             try:
-                loop.maybe_remeasure(slot)
+                self.jobs.before_each(slot)
                 proposal = self._next()
                 if proposal is None:
                     return
-                t0 = time.monotonic()
-                rec = loop.try_proposal(proposal, slot)
-                self.busy_s += time.monotonic() - t0
+                rec = self.jobs.run(proposal, slot)
             except Interrupted:
                 self.done.set()
                 return
@@ -137,7 +149,7 @@ class Scheduler:
                 self.error = self.error or exc
                 self.done.set()
                 return
-            with loop.lock:
+            with self.lock:
                 t.ran += 1
                 keep = rec.status == "keep"
                 t.kept += keep

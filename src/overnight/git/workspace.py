@@ -1,8 +1,11 @@
 """Git for one study: the branch, candidate commits and refs, and the slot worktrees.
 
-The user's checkout, index and current branch are never touched: candidates are built with
-plumbing commands against a private index file, and runs happen in worktrees under
-`.overnight/worktrees/`.
+The user's checkout, index and current branch are never touched. Objects, refs and the
+slot worktrees are handled in-process through libgit2 (pygit2): a candidate costs about a
+millisecond of bookkeeping instead of a dozen git subprocesses. The git CLI is used only
+where it is the reference behaviour and rare: creating worktrees, and moving the study
+branch by compare-and-swap. Every CLI call runs with hooks disabled, so nothing a run
+planted in `.git/hooks` ever executes with the controller's environment.
 """
 
 from __future__ import annotations
@@ -10,20 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from overnight.errors import OvernightError, UsageError
 
 TRAILER = "Overnight-Experiment"
-_FALLBACK_IDENTITY = {
-    "GIT_AUTHOR_NAME": "overnight",
-    "GIT_AUTHOR_EMAIL": "overnight@localhost",
-    "GIT_COMMITTER_NAME": "overnight",
-    "GIT_COMMITTER_EMAIL": "overnight@localhost",
-}
+_FALLBACK_NAME, _FALLBACK_EMAIL = "overnight", "overnight@localhost"
+# Options put in front of every git command the controller runs: hooks are never run (a
+# run may have written one), and no pager or credential prompt can block the controller.
+_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat", "-c", "credential.helper=")
+_BLOB, _EXEC, _LINK = 0o100644, 0o100755, 0o120000
 
 
 class GitError(OvernightError):
@@ -37,10 +39,10 @@ def git(
     env: Mapping[str, str] | None = None,
     check: bool = True,
 ) -> str:
-    """Run one git command and return its stdout (text)."""
+    """Run one git command (hooks disabled) and return its stdout (text)."""
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
-        ["git", *args],
+        ["git", *_SAFE, *args],
         cwd=cwd,
         input=data,
         capture_output=True,
@@ -65,8 +67,15 @@ def find_repo_root(start: Path) -> Path:
     return Path(proc.stdout.strip())
 
 
+def _pygit2() -> Any:
+    import pygit2  # the controller's git library; imported only where git work happens
+
+    return pygit2
+
+
 class Workspace:
-    """Git operations of one study, rooted at the repository's top level."""
+    """Git operations of one study, rooted at the repository's top level. Safe to use from
+    several threads: each thread gets its own libgit2 handle."""
 
     def __init__(self, root: Path, study: str) -> None:
         self.root = root
@@ -76,28 +85,33 @@ class Workspace:
         self.ref_prefix = f"refs/overnight/{study}"
         self.state_dir = root / ".overnight" / study
         self.worktrees_dir = root / ".overnight" / "worktrees"
-        self._index = self.state_dir / "candidate.index"
-        self._env = self._commit_env()
-        self._modes: dict[str, str] = {}
-        # Slot threads share the private index and `.git/worktrees/`; these are the only
-        # git operations that need serialising (refs are updated with compare-and-swap).
-        self._index_lock = threading.Lock()
+        self._local = threading.local()
         self._worktree_lock = threading.Lock()
+        self._slots: dict[int | str, Worktree] = {}
         self._git_dir = Path(git("rev-parse", "--git-common-dir", cwd=root).strip())
         if not self._git_dir.is_absolute():
             self._git_dir = (root / self._git_dir).resolve()
+        self._signature: tuple[str, str] | None = None
+
+    @property
+    def repo(self) -> Any:
+        repo = getattr(self._local, "repo", None)
+        if repo is None:
+            repo = _pygit2().Repository(str(self.root))
+            self._local.repo = repo
+        return repo
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def _commit_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        name = git("config", "user.name", cwd=self.root, check=False).strip()
-        email = git("config", "user.email", cwd=self.root, check=False).strip()
-        # A repo without an identity must still be able to record candidates.
-        for key, value in _FALLBACK_IDENTITY.items():
-            if ("NAME" in key and not name) or ("EMAIL" in key and not email):
-                env.setdefault(key, value)
-        return env
+    def _identity(self) -> tuple[str, str]:
+        """Who candidate commits are by: the repo's identity, or overnight's own when the
+        repo has none (a fresh clone on a CI machine must still record candidates)."""
+        if self._signature is None:
+            cfg = self.repo.config
+            name = os.environ.get("GIT_AUTHOR_NAME") or _config(cfg, "user.name")
+            email = os.environ.get("GIT_AUTHOR_EMAIL") or _config(cfg, "user.email")
+            self._signature = (name or _FALLBACK_NAME, email or _FALLBACK_EMAIL)
+        return self._signature
 
     def ensure_excluded(self) -> None:
         """Hide `.overnight/` from git status without editing any tracked file."""
@@ -110,21 +124,24 @@ class Workspace:
 
     def user_head(self) -> str:
         """The commit the user has checked out; the study starts there."""
-        out = git("rev-parse", "--verify", "-q", "HEAD^{commit}", cwd=self.root, check=False)
-        if not out.strip():
+        try:
+            return str(self.repo.revparse_single("HEAD").peel(_pygit2().Commit).id)
+        except (KeyError, ValueError, _pygit2().GitError):
             raise UsageError(
                 "the repository has no commits yet; commit your code (including the surface) "
                 "so overnight knows where the study starts"
-            )
-        return out.strip()
+            ) from None
 
     def commit_exists(self, commit: str) -> bool:
-        out = git("cat-file", "-t", commit, cwd=self.root, check=False)
-        return out.strip() == "commit"
+        try:
+            obj = self.repo.get(commit)
+        except (ValueError, _pygit2().GitError):
+            return False
+        return obj is not None and obj.type_str == "commit"
 
     def branch_head(self) -> str | None:
-        out = git("rev-parse", "--verify", "-q", self.branch_ref, cwd=self.root, check=False)
-        return out.strip() or None
+        ref = self.repo.references.get(self.branch_ref)
+        return str(ref.target) if ref is not None else None
 
     def set_branch(self, commit: str, expected_old: str | None = None) -> None:
         """Point the study branch at `commit`; with `expected_old`, only as a fast-forward
@@ -135,133 +152,115 @@ class Workspace:
         git(*args, cwd=self.root)
 
     def set_experiment_ref(self, n: int, commit: str) -> None:
-        git("update-ref", f"{self.ref_prefix}/{n}", commit, cwd=self.root)
-
-    def experiment_ref(self, n: int) -> str | None:
-        ref = f"{self.ref_prefix}/{n}"
-        out = git("rev-parse", "--verify", "-q", ref, cwd=self.root, check=False)
-        return out.strip() or None
+        self.repo.references.create(f"{self.ref_prefix}/{n}", commit, force=True)
 
     # -- reading --------------------------------------------------------------------------
 
+    def _commit(self, commit: str) -> Any:
+        return self.repo.revparse_single(commit).peel(_pygit2().Commit)
+
+    def tree_id(self, commit: str) -> str:
+        return str(self._commit(commit).tree.id)
+
     def tracked_files(self, commit: str) -> list[str]:
-        out = git("ls-tree", "-r", "-z", "--name-only", commit, cwd=self.root)
-        return [p for p in out.split("\0") if p]
+        out: list[str] = []
+
+        def walk(tree: Any, prefix: str) -> None:
+            for entry in tree:
+                path = prefix + entry.name
+                if entry.type_str == "tree":
+                    walk(self.repo[entry.id], path + "/")
+                elif entry.type_str == "blob":
+                    out.append(path)
+
+        walk(self._commit(commit).tree, "")
+        return sorted(out)
+
+    def read_bytes(self, commit: str, paths: Iterable[str]) -> dict[str, bytes | None]:
+        """Contents of `paths` at `commit`; None for a path that is not there."""
+        tree = self._commit(commit).tree
+        out: dict[str, bytes | None] = {}
+        for path in paths:
+            try:
+                entry = tree[path]
+            except KeyError:
+                out[path] = None
+                continue
+            obj = self.repo[entry.id]
+            out[path] = obj.data if obj.type_str == "blob" else None
+        return out
 
     def read_files(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
-        """Contents of `paths` at `commit` in one git call; a missing path reads as ''."""
-        paths = list(paths)
-        if not paths:
-            return {}
-        spec = "".join(f"{commit}:{p}\n" for p in paths)
-        proc = subprocess.run(
-            ["git", "cat-file", "--batch"], cwd=self.root, input=spec.encode(), capture_output=True
-        )
-        data, out, pos = proc.stdout, {}, 0
-        for path in paths:
-            nl = data.index(b"\n", pos)
-            header = data[pos:nl].decode()
-            pos = nl + 1
-            if header.endswith("missing"):
-                out[path] = ""
-                continue
-            size = int(header.split()[2])
-            out[path] = data[pos : pos + size].decode(errors="replace")
-            pos += size + 1
-        return out
+        """Contents of `paths` at `commit` as text; a missing path reads as ''."""
+        return {
+            p: (data or b"").decode(errors="replace")
+            for p, data in self.read_bytes(commit, paths).items()
+        }
 
     def diff(self, parent: str, commit: str) -> str:
         return git("diff", "--no-color", parent, commit, cwd=self.root)
 
     # -- writing candidates ---------------------------------------------------------------
 
-    def _mode(self, commit: str, path: str) -> str:
-        # The executable bit of a surface file must survive the edit.
-        if path not in self._modes:
-            out = git("ls-tree", commit, "--", path, cwd=self.root).split()
-            self._modes[path] = out[0] if out else "100644"
-        return self._modes[path]
+    def make_commit(self, parent: str, files: Mapping[str, str | bytes], message: str) -> str:
+        """A commit with `files` replaced on top of `parent` (modes kept), built in-process."""
+        pg = _pygit2()
+        repo = self.repo
+        base = self._commit(parent)
+        tree = _replace(repo, base.tree, {p: _as_bytes(c) for p, c in files.items()})
+        name, email = self._identity()
+        sig = pg.Signature(name, email)
+        return str(repo.create_commit(None, sig, sig, message, tree, [base.id]))
 
-    def make_commit(self, parent: str, files: Mapping[str, str], message: str) -> str:
-        """A commit with `files` replaced on top of `parent`, built on a private index."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**self._env, "GIT_INDEX_FILE": str(self._index)}
-        lines = []
-        for path, content in files.items():
-            blob = git("hash-object", "-w", "--stdin", cwd=self.root, input=content).strip()
-            lines.append(f"{self._mode(parent, path)} {blob}\t{path}\n")
-        with self._index_lock:
-            git("read-tree", parent, cwd=self.root, env=env)
-            git("update-index", "--add", "--index-info", cwd=self.root, env=env,
-                input="".join(lines))  # fmt: skip
-            tree = git("write-tree", cwd=self.root, env=env).strip()
-        return git(
-            "commit-tree", tree, "-p", parent, "-F", "-", cwd=self.root, env=env, input=message
-        ).strip()
+    def commit_tree(self, tree: str, parent: str, message: str) -> str:
+        """A commit of an existing tree on `parent` (finish writes its series with it)."""
+        pg = _pygit2()
+        name, email = self._identity()
+        sig = pg.Signature(name, email)
+        tree_oid = self.repo.get(tree).id
+        return str(self.repo.create_commit(None, sig, sig, message, tree_oid,
+                                           [self._commit(parent).id]))  # fmt: skip
 
     @staticmethod
     def message(description: str, n: int) -> str:
         subject = " ".join(description.split()) or f"experiment {n}"
         return f"{subject}\n\n{TRAILER}: {n}\n"
 
-    @staticmethod
-    def three_way(base: str, ours: str, theirs: str) -> str | None:
-        """Merge the change base → theirs into ours (git merge-file); None on conflict."""
-        with tempfile.TemporaryDirectory(prefix="overnight-merge-") as tmp:
-            paths = []
-            for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
-                p = Path(tmp) / name
-                p.write_text(text)
-                paths.append(str(p))
-            proc = subprocess.run(["git", "merge-file", "-p", *paths], capture_output=True)
-        if proc.returncode != 0:  # >0: conflicts, <0: error
-            return None
-        return proc.stdout.decode()
-
     # -- worktrees ------------------------------------------------------------------------
 
-    def worktree_path(self, slot: int) -> Path:
+    def worktree_path(self, slot: int | str) -> Path:
         return self.worktrees_dir / f"{self.study}-{slot}"
 
-    def prepare_worktree(self, slot: int, commit: str, keep: Iterable[str] = ()) -> Path:
-        """The slot's worktree, checked out cleanly at `commit` (created on first use).
+    def worktree(self, slot: int | str) -> Worktree:
+        """The slot's worktree (created on first use)."""
+        with self._worktree_lock:
+            wt = self._slots.get(slot)
+            if wt is None:
+                path = self.worktree_path(slot)
+                if not (path / ".git").is_file():
+                    if path.exists() or path.is_symlink():  # half-created by a killed run
+                        _remove(path)
+                    self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+                    git("worktree", "prune", cwd=self.root)
+                    head = self.branch_head() or self.user_head()
+                    git("worktree", "add", "--force", "--detach", str(path), head, cwd=self.root)
+                wt = self._slots[slot] = Worktree(self, path)
+            return wt
 
-        `keep` are pathspec-style patterns of untracked files (protected data copies) that a
-        clean must not delete."""
-        path = self.worktree_path(slot)
-        if not (path / ".git").exists():
-            with self._worktree_lock:
-                if path.exists():  # a half-created worktree from a killed controller
-                    shutil.rmtree(path, ignore_errors=True)
-                self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-                git("worktree", "prune", cwd=self.root)
-                git("worktree", "add", "--force", "--detach", str(path), commit, cwd=self.root)
-            return path
-        git("checkout", "-q", "-f", "--detach", commit, cwd=path)
-        args = ["clean", "-fdq"]
-        for pattern in keep:
-            args += ["-e", pattern]
-        git(*args, cwd=path)
-        return path
-
-    def changed_tracked(self, worktree: Path) -> list[str]:
-        """Tracked files that differ from the checked-out commit (modified or deleted)."""
-        out = git("status", "--porcelain", "-z", "--untracked-files=no", cwd=worktree)
-        return sorted({entry[3:] for entry in out.split("\0") if len(entry) > 3})
-
-    def remove_worktrees(self) -> None:
-        for path in sorted(self.worktrees_dir.glob(f"{self.study}-*")):
-            git("worktree", "remove", "--force", str(path), cwd=self.root, check=False)
-        git("worktree", "prune", cwd=self.root, check=False)
+    def remove_worktree(self, slot: int | str) -> None:
+        with self._worktree_lock:
+            self._slots.pop(slot, None)
+        git("worktree", "remove", "--force", str(self.worktree_path(slot)), cwd=self.root,
+            check=False)  # fmt: skip
 
     # -- recovery -------------------------------------------------------------------------
 
     def clean_stale_locks(self) -> list[Path]:
         """Remove lock files that a killed controller of THIS study left behind.
 
-        Only our own: the private index, our worktrees' indexes and our refs. The user's
-        `.git/index.lock` may belong to a git they are running, so it is never touched."""
-        candidates = [self._index.with_suffix(".index.lock")]
+        Only our own: our worktrees' indexes and our refs. The user's `.git/index.lock` may
+        belong to a git they are running, so it is never touched."""
+        candidates = []
         wt_admin = self._git_dir / "worktrees"
         if wt_admin.is_dir():
             candidates += list(wt_admin.glob(f"{self.study}-*/index.lock"))
@@ -277,3 +276,201 @@ class Workspace:
                 removed.append(lock)
         git("worktree", "prune", cwd=self.root, check=False)
         return removed
+
+
+class Worktree:
+    """One slot's checkout. Between runs it is brought to a candidate by writing only what
+    differs from the commit it held (candidates differ in their surface files), and after a
+    run it is inspected and cleaned in-process: tracked files the run changed are reported
+    and restored, and everything untracked or ignored that the run left (`git clean -x`
+    level, `__pycache__` included) is deleted. Symlinks are removed, never followed."""
+
+    def __init__(self, ws: Workspace, path: Path) -> None:
+        self.ws = ws
+        self.path = path
+        self._repo: Any = None
+        self.commit: str | None = None  # what the files hold, once known to be clean
+
+    @property
+    def repo(self) -> Any:
+        if self._repo is None:
+            self._repo = _pygit2().Repository(str(self.path))
+        return self._repo
+
+    def checkout(self, commit: str, keep: Iterable[str] = ()) -> Path:
+        """Make the files exactly `commit`'s (plus the untracked `keep` paths)."""
+        pg = _pygit2()
+        repo = self.repo
+        target = repo.revparse_single(commit).peel(pg.Commit)
+        if self.commit is None:
+            # First use in this process: whatever a killed controller left is wiped.
+            repo.checkout_tree(target.tree, strategy=pg.enums.CheckoutStrategy.FORCE)
+            repo.set_head(target.id)
+            repo.index.read_tree(target.tree)
+            repo.index.write()
+            self.commit = commit
+            self.clean(keep)
+        elif self.commit != commit:
+            old = repo.revparse_single(self.commit).peel(pg.Commit)
+            changed = []
+            for delta in repo.diff(old.tree, target.tree).deltas:
+                path = delta.new_file.path
+                if delta.status_char() == "D":
+                    _unlink_safely(self.path, path)
+                else:
+                    entry = target.tree[path]
+                    _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
+                changed.append(path)
+            repo.set_head(target.id)
+            _refresh_index(repo, target.tree, changed)
+            self.commit = commit
+        return self.path
+
+    def status(self) -> tuple[list[str], list[str]]:
+        """(tracked files changed or deleted, untracked or ignored paths) right now."""
+        pg = _pygit2()
+        fs = pg.enums.FileStatus
+        tracked_bits = fs.WT_MODIFIED | fs.WT_DELETED | fs.WT_TYPECHANGE | fs.WT_RENAMED
+        changed, extra = [], []
+        for path, flags in self.repo.status(untracked_files="all", ignored=True).items():
+            if flags & (fs.WT_NEW | fs.IGNORED):
+                extra.append(path)
+            if flags & tracked_bits or flags & (fs.INDEX_MODIFIED | fs.INDEX_DELETED):
+                changed.append(path)
+        return sorted(changed), sorted(extra)
+
+    def clean(self, keep: Iterable[str] = ()) -> list[str]:
+        """Restore tracked files to the commit and delete everything else (except `keep`).
+        Returns the tracked files that had been changed."""
+        assert self.commit is not None
+        keep_set = set(keep)
+        changed, extra = self.status()
+        for path in extra:
+            if path.rstrip("/") not in keep_set:
+                _unlink_safely(self.path, path.rstrip("/"))
+        if changed:
+            repo = self.repo
+            tree = repo.revparse_single(self.commit).peel(_pygit2().Commit).tree
+            for path in changed:
+                try:
+                    entry = tree[path]
+                except KeyError:
+                    _unlink_safely(self.path, path)
+                    continue
+                _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
+            _refresh_index(repo, tree, changed)
+        return changed
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _config(cfg: Any, key: str) -> str:
+    try:
+        return str(cfg[key])
+    except KeyError:
+        return ""
+
+
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode() if isinstance(content, str) else content
+
+
+def _replace(repo: Any, tree: Any, files: Mapping[str, bytes]) -> Any:
+    """The id of `tree` with `files` (path -> content) written in, building only the
+    subtrees on their paths; a file's mode is kept (new files are plain blobs)."""
+    pg = _pygit2()
+    direct: dict[str, bytes] = {}
+    nested: dict[str, dict[str, bytes]] = {}
+    for path, data in files.items():
+        head, sep, rest = path.partition("/")
+        if sep:
+            nested.setdefault(head, {})[rest] = data
+        else:
+            direct[path] = data
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, data in direct.items():
+        old = tree[name] if tree is not None and name in tree else None
+        mode = old.filemode if old is not None and old.filemode in (_BLOB, _EXEC) else _BLOB
+        builder.insert(name, repo.create_blob(data), mode)
+    for name, sub in nested.items():
+        old = tree[name] if tree is not None and name in tree else None
+        subtree = repo[old.id] if old is not None and old.type_str == "tree" else None
+        builder.insert(name, _replace(repo, subtree, sub), pg.enums.FileMode.TREE)
+    return builder.write()
+
+
+def _refresh_index(repo: Any, tree: Any, paths: Iterable[str]) -> None:
+    """Bring the worktree index's entries for `paths` in line with `tree` and the files."""
+    index = repo.index
+    for path in paths:
+        try:
+            tree[path]
+        except KeyError:
+            if path in index:
+                index.remove(path)
+            continue
+        try:
+            index.add(path)
+        except Exception:  # noqa: BLE001 - a path libgit2 refuses: let status re-hash it
+            continue
+    index.write()
+
+
+def _inside(root: Path, rel: str, create: bool = False) -> Path | None:
+    """`root/rel`, or None when a parent on the way is not a real directory (say, a symlink
+    a run put there): the controller never writes or deletes through a link. With
+    `create`, such a parent is replaced by a real directory first."""
+    parts = Path(rel).parts
+    if not parts or any(p in ("..", "") for p in parts) or Path(rel).is_absolute():
+        return None
+    cur = root
+    for part in parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
+            if not create:
+                return None
+            cur.unlink()
+        if not cur.exists():
+            if not create:
+                return None
+            cur.mkdir()
+    return root.joinpath(*parts)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _unlink_safely(root: Path, rel: str) -> None:
+    target = _inside(root, rel)
+    if target is None:
+        return
+    _remove(target)
+    # Drop directories the deletion left empty (a run's `pkg/` shadowing a module).
+    parent = target.parent
+    while parent != root and parent.is_dir() and not parent.is_symlink():
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _write_safely(root: Path, rel: str, data: bytes, mode: int) -> None:
+    target = _inside(root, rel, create=True)
+    if target is None:
+        raise GitError(f"cannot restore {rel}: a parent directory is not a directory")
+    if target.is_symlink() or target.is_dir():
+        _remove(target)
+    if mode == _LINK:
+        target.unlink(missing_ok=True)
+        os.symlink(data.decode(errors="replace"), target)
+        return
+    tmp = target.with_name(f".{target.name}.overnight-tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o755 if mode == _EXEC else 0o644)
+    os.replace(tmp, target)

@@ -71,3 +71,12 @@ class Redactor:
         for f in fields(proposal):
             setattr(proposal, f.name, self.any(getattr(proposal, f.name)))
         return proposal
+
+
+def run_environment(cfg: Any, environ: dict[str, str]) -> dict[str, str]:
+    """The base environment every run gets (DESIGN §4.4): the user's, without secret-looking
+    variables (unless in `[run].pass_env`) and never with the proposer's API key."""
+    from overnight.isolation.runner import scrub_env
+
+    key_env = proposer_key_env(cfg.proposer)
+    return scrub_env(environ, cfg.run.pass_env, drop=[key_env] if key_env else [])

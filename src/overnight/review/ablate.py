@@ -9,10 +9,8 @@ the comparison is paired), and reports each keep's contribution with its uncerta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
 import statistics
 from collections.abc import Callable, Iterator
@@ -21,22 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overnight.config import resolve_surface
 from overnight.errors import OvernightError, UsageError
-from overnight.executors.base import RunReport, RunTask
 from overnight.executors.local import LocalExecutor
-from overnight.git.workspace import Workspace, git
-from overnight.isolation.integrity import ProtectedFiles
-from overnight.isolation.runner import scrub_env
-from overnight.isolation.sandbox import Sandbox
+from overnight.experiment.measure import Measurer
+from overnight.experiment.setup import prepare_runs
+from overnight.git.workspace import git
 from overnight.judging.constraints import check_constraints
 from overnight.judging.rules import fmt, gain
-from overnight.metrics import primary_value
 from overnight.review.finish import FinishResult, ReplayConflict, commit_tree, replay
 from overnight.store.lock import study_lock
 from overnight.store.study import Study
 
 DEFAULT_REPEATS = 3
+SLOT = "ablate"  # the worktree ablation runs in (.overnight/worktrees/<name>-ablate)
 # Two-sided 95% critical values of Student's t by degrees of freedom: with 3 repeats the
 # standard error itself is so uncertain that 2·SE would call noise a contribution.
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -46,14 +41,6 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 def t_critical(df: int) -> float:
     usable = [d for d in _T975 if d <= df]
     return _T975[max(usable)] if usable else _T975[1]
-
-
-class _AblationWorkspace(Workspace):
-    """The study's workspace with a worktree of its own, so ablation runs never share a
-    slot (or its untracked leftovers) with the loop's."""
-
-    def worktree_path(self, slot: int) -> Path:
-        return self.worktrees_dir / f"{self.study}-ablate"
 
 
 @contextmanager
@@ -103,83 +90,43 @@ def _variants(study: Study, result: FinishResult) -> list[Variant]:
     return out
 
 
-def _failure(report: RunReport, metric: str, budget: float) -> str | None:
-    if report.locked_changed:
-        return f"the run changed locked files: {', '.join(report.locked_changed[:5])}"
-    if report.interrupted:
-        return "interrupted"
-    if report.timed_out:
-        return f"killed at the budget of {budget:g}s"
-    if report.exit_code != 0:
-        return f"{report.failed_step} command exited with code {report.exit_code}"
-    return primary_value(report.metrics, metric)[1]
-
-
 class Ablation:
     def __init__(self, study: Study, result: FinishResult, repeats: int, seed: int = 0) -> None:
-        from overnight.experiment.loop import (
-            DEFAULT_KEY_ENV,  # the loop's own rule for the key to drop
-        )
-
         self.study, self.cfg, self.result = study, study.cfg, result
         self.repeats = repeats
         self.seed = seed
         self.dir = study.state_dir / "ablation"
-        ws = _AblationWorkspace(study.root, study.name)
-        tracked = ws.tracked_files(result.start)
-        surface = resolve_surface(self.cfg.study.surface, tracked, self.cfg.path.name,
-                                  root=study.root)  # fmt: skip
-        protected = ProtectedFiles(study.root, self.cfg.study.protect, tracked)
-        # The same isolation as the study's runs: numbers measured under other conditions
-        # would not be comparable, and `network = false` is a promise, not a preference.
-        sandbox = Sandbox(self.cfg.sandbox, study.root, dict(os.environ))
-        sandbox.check()
-        self.ws = ws
-        self.executor = LocalExecutor(
-            ws, surface, protected, 1, self.cfg.executor.gpus, sandbox=sandbox
-        )
-        prov = self.cfg.proposer
-        key_env = prov.api_key_env or DEFAULT_KEY_ENV.get(prov.provider, "")
-        self.base_env = scrub_env(os.environ, self.cfg.run.pass_env,
-                                  drop=[key_env] if key_env else [])  # fmt: skip
+        setup = prepare_runs(study, result.start)
+        self.ws = study.ws
+        # A worktree of its own, so ablation runs never share a slot (or its leftovers) with
+        # the loop's; the same isolation and environment as the study's runs.
+        executor = LocalExecutor(self.ws, setup.surface, setup.protected, 1,
+                                 self.cfg.executor.gpus, sandbox=setup.sandbox)  # fmt: skip
         # Same marker prefix as the loop's: a killed ablation's orphans are reaped by the
         # next `overnight run` on start-up.
-        digest = hashlib.sha1(str(study.root).encode()).hexdigest()[:10]
-        self.marker = f"overnight:{digest}:{study.name}:ablate"
-
-    def _commands(self) -> tuple[list[tuple[str, str]], str]:
-        commands = [("run", self.cfg.run.command)]
-        if self.cfg.metric.command:
-            return [*commands, ("metric", self.cfg.metric.command)], "metric"
-        return commands, "run"
+        self.marker = f"{setup.marker_prefix}:ablate"
+        self.measurer = Measurer(self.cfg, executor, setup.surface, setup.base_env, seed,
+                                 self.marker, study.exp_dir, slot=SLOT)  # fmt: skip
 
     def _run(self, v: Variant, repeat: int) -> None:
         assert v.commit is not None
-        commands, metric_from = self._commands()
+        commands, metric_from = self.measurer.metric_commands()
         d = self.dir / v.label
         best = self.result.series.keeps[-1].n
-        env = {
-            **self.base_env,
-            "OVERNIGHT_EXPERIMENT": str(best),
-            "OVERNIGHT_ABLATION": v.label,
-            "OVERNIGHT_BUDGET_S": f"{self.cfg.study.budget:g}",
-            # The seed of repeat r matches the study's repeat r: paired across variants.
-            "OVERNIGHT_SEED": str(self.seed + repeat),
-            "OVERNIGHT_TRACE_DIR": str(d / f"traces-{repeat}"),
-            "OVERNIGHT_ARTIFACT_DIR": str(d / f"artifacts-{repeat}"),
-        }
-        task = RunTask(
-            experiment=best, repeat=repeat, kind="ablate", commit=v.commit, commands=commands,
-            metric_from=metric_from, budget_s=self.cfg.study.budget, env=env, exp_dir=str(d),
-            marker=f"{self.marker}:{v.label}:{repeat}",
+        # The seed of repeat r matches the study's repeat r: paired across variants.
+        run = self.measurer.execute(
+            best, v.commit, repeat, "ablate", commands, metric_from, exp_dir=d,
+            artifact_dir=d / f"artifacts-{repeat}", extra_env={
+                "OVERNIGHT_ABLATION": v.label,
+                "OVERNIGHT_TRACE_DIR": str(d / f"traces-{repeat}"),
+            }, marker=f"{self.marker}:{v.label}:{repeat}", abort=False,
         )  # fmt: skip
-        report = self.executor.run(task)
-        why = _failure(report, self.cfg.metric.name, self.cfg.study.budget)
-        if why is not None:
-            v.error = f"run {repeat + 1} failed: {why} (logs: {d})"
+        if run.status is not None:
+            v.error = f"run {repeat + 1} failed: {run.error} (logs: {d})"
             return
-        v.values.append(report.metrics[self.cfg.metric.name])
-        v.metrics = dict(report.metrics)
+        assert run.value is not None
+        v.values.append(run.value)
+        v.metrics = dict(run.metrics)
 
     def measure(self, progress: Callable[[str], None]) -> list[Variant]:
         variants = _variants(self.study, self.result)
@@ -207,8 +154,7 @@ class Ablation:
                             "there is nothing to compare the variants with"
                         )
         finally:
-            git("worktree", "remove", "--force", str(self.ws.worktree_path(0)),
-                cwd=self.study.root, check=False)  # fmt: skip
+            self.ws.remove_worktree(SLOT)
         return variants
 
     def table(self, variants: list[Variant]) -> list[dict[str, Any]]:

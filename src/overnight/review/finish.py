@@ -188,10 +188,7 @@ def squash_message(study: Study, series: Series, baseline: float | None, dropped
 
 
 def commit_tree(ws: Workspace, tree: str, parent: str, message: str) -> str:
-    # The workspace's environment carries a fallback identity for repos without one.
-    return git(
-        "commit-tree", tree, "-p", parent, "-F", "-", cwd=ws.root, env=ws._env, input=message
-    ).strip()
+    return ws.commit_tree(tree, parent, message)
 
 
 # -- the branch -----------------------------------------------------------------------------

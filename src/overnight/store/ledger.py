@@ -206,7 +206,7 @@ class Ledger:
         with self.tx() as db:
             db.execute(f"UPDATE experiments SET {', '.join(sets)} WHERE n=?", (*args, n))
 
-    def decide(
+    def set_verdict(
         self,
         n: int,
         status: str,
@@ -214,16 +214,19 @@ class Ledger:
         value: float | None,
         metrics: dict[str, float],
         wall_s: float | None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
-        """Record the verdict. Idempotent: deciding an already decided experiment again
-        with the same verdict changes nothing."""
+        """Record the verdict (and, in the same transaction, the experiment's meta with the
+        record of how it was reached). Idempotent: recording the same verdict again changes
+        nothing."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
+        extra, args = ("", ()) if meta is None else (", meta=?", (_json(meta),))
         with self.tx() as db:
             db.execute(
                 "UPDATE experiments SET state='decided', status=?, reason=?, value=?, metrics=?,"
-                " wall_s=?, decided_at=COALESCE(decided_at, ?), files=NULL WHERE n=?",
-                (status, reason, _finite(value), _json(metrics), wall_s, time.time(), n),
+                f" wall_s=?, decided_at=COALESCE(decided_at, ?), files=NULL{extra} WHERE n=?",
+                (status, reason, _finite(value), _json(metrics), wall_s, time.time(), *args, n),
             )
 
     def add_measurement(
@@ -237,9 +240,9 @@ class Ledger:
         timed_out: bool,
         wall_s: float,
         error: str | None,
-    ) -> None:
+    ) -> int:
         with self.tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO measurements(n, kind, repeat, value, metrics, exit_code, timed_out,"
                 " wall_s, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -247,6 +250,7 @@ class Ledger:
                     error, time.time(),
                 ),
             )  # fmt: skip
+        return int(cur.lastrowid or 0)
 
     def retire_measurements(self, n: int) -> None:
         """Keep the runs of a candidate that was re-based onto a newer best, but out of the
@@ -274,6 +278,23 @@ class Ledger:
             d["timed_out"] = bool(d["timed_out"])
             out.append(d)
         return out
+
+    def all_measurements(self) -> list[dict[str, Any]]:
+        """Every measurement without its secondary metrics, oldest first (verify)."""
+        rows = self.db.execute(
+            "SELECT id, n, kind, repeat, value, exit_code, timed_out, wall_s, error"
+            " FROM measurements ORDER BY id"
+        )
+        return [dict(r) for r in rows]
+
+    def measurements_by_id(self, ids: list[int]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            "SELECT id, n, kind, repeat, value, exit_code, timed_out, wall_s, error"
+            f" FROM measurements WHERE id IN ({marks})",
+            [int(i) for i in ids],
+        )
+        return [dict(r) for r in rows]
 
     def measurement_values(self) -> list[tuple[int, int, str, float | None]]:
         """(id, n, kind, value) of every measurement, oldest first, value None unless the
@@ -366,26 +387,35 @@ class Ledger:
     # -- exports --------------------------------------------------------------------------
 
     def write_tsv(self, path: Path, metric: str) -> None:
-        """Rewrite `results.tsv` (autoresearch's columns plus ours). A failed experiment's
-        metric cell is empty, never 0, so a crash cannot be mistaken for a result."""
-        header = ["experiment", "commit", metric, "status", "description", "wall_s", "proposer"]
-        lines = ["\t".join(header)]
-        for r in self.records():
-            value = "" if r.value is None or r.status in ("crash", "timeout") else f"{r.value:.6g}"
-            desc = " ".join(r.description.split()).replace("\t", " ")
-            lines.append(
-                "\t".join(
-                    [
-                        str(r.experiment),
-                        (r.commit or "")[:7],
-                        value,
-                        r.status or "",
-                        desc,
-                        "" if r.wall_s is None else f"{r.wall_s:.1f}",
-                        r.proposer,
-                    ]
-                )
-            )
+        """Rewrite `results.tsv` whole (at start-up and after recovery), in decision order."""
+        lines = ["\t".join(tsv_header(metric))]
+        decided = sorted(self.records(), key=lambda r: (r.decided_at or 0.0, r.experiment))
+        lines += [tsv_row(r) for r in decided]
         tmp = path.with_suffix(".tsv.tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(path)
+
+    @staticmethod
+    def append_tsv(path: Path, metric: str, rec: ExperimentRecord) -> None:
+        """Add one decided experiment to `results.tsv`: constant cost per experiment however
+        long the night (rows are in decision order, which parallel slots make differ from
+        the experiment numbers)."""
+        if not path.exists():
+            path.write_text("\t".join(tsv_header(metric)) + "\n")
+        with path.open("a") as fh:
+            fh.write(tsv_row(rec) + "\n")
+
+
+def tsv_header(metric: str) -> list[str]:
+    return ["experiment", "commit", metric, "status", "description", "wall_s", "proposer"]
+
+
+def tsv_row(r: ExperimentRecord) -> str:
+    """One line of `results.tsv` (autoresearch's columns plus ours). A failed experiment's
+    metric cell is empty, never 0, so a crash cannot be mistaken for a result."""
+    value = "" if r.value is None or r.status in ("crash", "timeout") else f"{r.value:.6g}"
+    desc = " ".join(r.description.split()).replace("\t", " ")
+    wall = "" if r.wall_s is None else f"{r.wall_s:.1f}"
+    cells = [str(r.experiment), (r.commit or "")[:7], value, r.status or "", desc, wall,
+             r.proposer]  # fmt: skip
+    return "\t".join(cells)

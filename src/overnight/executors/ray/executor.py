@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.errors import UsageError
-from overnight.executors.base import BaseExecutor, RunReport, RunTask
+from overnight.executors.base import BaseExecutor, RunFacts, RunTask, StepFacts
 from overnight.executors.ray import cluster as ray_cluster
 from overnight.executors.ray import tree as ray_tree
 from overnight.executors.ray import worker as ray_worker
@@ -186,7 +186,7 @@ class RayExecutor(BaseExecutor):
 
     # == one run ============================================================================
 
-    def run(self, task: RunTask) -> RunReport:
+    def run(self, task: RunTask) -> RunFacts:
         if self._stop.is_set():
             return self._failed(task, [], "interrupted", interrupted=True)
         identity, present = self._candidate(task.commit)
@@ -278,7 +278,7 @@ class RayExecutor(BaseExecutor):
 
     def _finish(
         self, task: RunTask, result: dict[str, Any], lost: list[str], attempt: int
-    ) -> RunReport:
+    ) -> RunFacts:
         exp_dir = Path(task.exp_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
         for name, data in result["logs"].items():
@@ -288,26 +288,32 @@ class RayExecutor(BaseExecutor):
             dest.mkdir(parents=True, exist_ok=True)
             if data:
                 ray_worker.extract_all(data, dest, trusted=False)  # written by the run
-        names = {f.name for f in fields(RunReport)}
-        report = RunReport(**{k: v for k, v in result["report"].items() if k in names})
-        if lost:
-            report.output_tail = _lost_note(lost) + report.output_tail
+        report = result["report"]
+        steps = [
+            StepFacts(**{**s, "stdout": str(exp_dir / Path(s["stdout"]).name),
+                         "stderr": str(exp_dir / Path(s["stderr"]).name)})
+            for s in report["steps"]
+        ]  # fmt: skip
+        if lost and steps:
+            steps[-1].output_tail = _lost_note(lost) + steps[-1].output_tail
+        facts = RunFacts(task.experiment, task.repeat, task.kind, steps, list(report["changed"]))
         self._note(task, f"attempt {attempt} ran on node {result['node'][:12]} ({result['host']})"
-                   f": setup {result['setup_s']:.2f}s, run {report.wall_s:.2f}s")  # fmt: skip
-        return report
+                   f": setup {result['setup_s']:.2f}s, run {facts.wall_s:.2f}s")  # fmt: skip
+        return facts
 
     def _failed(
         self, task: RunTask, lost: list[str], reason: str, interrupted: bool = False
-    ) -> RunReport:
-        # The reason is the last line of the output: that is what a crash verdict quotes.
-        tail = "" if interrupted else (_lost_note(lost) if lost else "") + reason + "\n"
+    ) -> RunFacts:
         if not interrupted:
             self._note(task, reason)
-        return RunReport(
-            experiment=task.experiment, repeat=task.repeat, kind=task.kind, exit_code=None,
-            timed_out=False, interrupted=interrupted, wall_s=0.0, metrics={}, output_tail=tail,
-            failed_step=task.commands[0][0] if task.commands else None,
-        )  # fmt: skip
+        label = task.commands[0][0] if task.commands else "run"
+        exp_dir = Path(task.exp_dir)
+        name = task.log_name(label)
+        tail = "" if interrupted else (_lost_note(lost) if lost else "") + reason + "\n"
+        step = StepFacts(label, None, False, interrupted, 0.0, str(exp_dir / f"{name}.stdout"),
+                         str(exp_dir / f"{name}.stderr"), tail)  # fmt: skip
+        return RunFacts(task.experiment, task.repeat, task.kind, [step],
+                        lost="" if interrupted else reason)  # fmt: skip
 
     def _note(self, task: RunTask, line: str) -> None:
         """One line in the experiment folder's executor.log: which node ran what, losses."""

@@ -31,11 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from overnight.isolation.runner import MARKER_VAR, kill_marked, run_command
-from overnight.metrics import read_metrics
+from overnight.isolation.runner import MARKER_VAR, kill_marked
 
 # Bumped whenever the dicts exchanged with the controller change shape.
-PROTOCOL = 1
+PROTOCOL = 2
 LOG_CAP = 8 * 1024 * 1024  # bytes of each log sent back: head and tail, the middle cut
 DIR_CAP = 64 * 1024 * 1024  # bytes of traces (and of artifacts) sent back per run
 # Beyond the budgets of all its commands, how long a run may go on before the guard kills
@@ -323,8 +322,8 @@ def run_task(spec: dict[str, Any], fetch: Callable[[], bytes] | None = None) -> 
         before = {rel: st for rel in spec["manifest"] if (st := stat_key(repo / rel))}
         env = _env(task["env"], run_dir, spec.get("inputs", {}))
         setup_s = time.monotonic() - t0
-        report, logs = _run_commands(task, repo, run_dir / "logs", env, marker, budget)
-        report["locked_changed"] = changed_files(repo, spec["manifest"], before)
+        steps, logs = _run_commands(task, repo, run_dir / "logs", env, marker)
+        report = {"steps": steps, "changed": changed_files(repo, spec["manifest"], before)}
         node, host = _node()
         return {
             "protocol": PROTOCOL,
@@ -345,38 +344,25 @@ def run_task(spec: dict[str, Any], fetch: Callable[[], bytes] | None = None) -> 
 
 def _run_commands(
     task: dict[str, Any], repo: Path, logs_dir: Path, env: dict[str, str], marker: str,
-    budget: float,
-) -> tuple[dict[str, Any], dict[str, bytes]]:  # fmt: skip
-    """The commands in order, stopping at the first failure, as the local executor does;
-    log files get the same names as there."""
-    suffix = "" if task["repeat"] == 0 else f"-{task['repeat']}"
-    report: dict[str, Any] = {
-        "experiment": task["experiment"], "repeat": task["repeat"], "kind": task["kind"],
-        "exit_code": 0, "timed_out": False, "interrupted": False, "wall_s": 0.0,
-        "metrics": {}, "output_tail": "", "failed_step": None, "isolation": "none",
-    }  # fmt: skip
+) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """The task's commands through the same loop as the local executor's (executors/steps),
+    and their logs (head and tail when huge) to send back."""
+    from dataclasses import asdict
+
+    from overnight.executors.base import RunTask
+    from overnight.executors.steps import run_steps
+
+    run_task_ = RunTask(**{**task, "commands": [tuple(c) for c in task["commands"]],
+                           "marker": marker})  # fmt: skip
+    steps = run_steps(run_task_, repo, env, logs_dir)
     logs: dict[str, bytes] = {}
-    commands = [tuple(c) for c in task["commands"]]
-    for label, command in commands:
-        prefix = "" if task["kind"] in ("run", label) else f"{task['kind']}-"
-        name = f"{prefix}{label}{suffix}"
-        out = run_command(
-            command, cwd=repo, env=env, budget_s=budget,
-            stdout_path=logs_dir / f"{name}.stdout", stderr_path=logs_dir / f"{name}.stderr",
-            marker=f"{marker}:{label}",
-        )  # fmt: skip
-        logs[f"{name}.stdout"] = capped_bytes(out.stdout_path)
-        logs[f"{name}.stderr"] = capped_bytes(out.stderr_path)
-        if label == commands[0][0]:
-            report["wall_s"] = out.wall_s
-        report["output_tail"] = out.output_tail
-        if label == task["metric_from"]:
-            report["metrics"] = read_metrics(out.stdout_path, out.stderr_path)
-        if out.timed_out or out.interrupted or out.exit_code != 0:
-            report.update(exit_code=out.exit_code, timed_out=out.timed_out,
-                          interrupted=out.interrupted, failed_step=label)  # fmt: skip
-            break
-    return report, logs
+    out = []
+    for step in steps:
+        for path in (Path(step.stdout), Path(step.stderr)):
+            logs[path.name] = capped_bytes(path)
+        out.append({**asdict(step), "stdout": Path(step.stdout).name,
+                    "stderr": Path(step.stderr).name})  # fmt: skip
+    return out, logs
 
 
 def probe() -> int:
