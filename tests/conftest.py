@@ -45,7 +45,7 @@ def serial(args: tuple[str, ...] | list[str]) -> list[str]:
     """`overnight run` proposes ahead of the running experiment by default, so a proposal may
     be made before the previous verdict. End-to-end tests of verdicts replay scripts whose
     expectations assume the serial order (propose, run, decide, propose…), so they ask for
-    it; run-ahead and parallel slots have their own tests (test_parallel.py)."""
+    it; run-ahead and parallel slots have their own tests (tests/e2e/test_parallel.py)."""
     args = list(args)
     if args and args[0] == "run" and "--lookahead" not in args:
         args += ["--lookahead", "0"]

@@ -321,8 +321,10 @@ class Worktree:
                     entry = target.tree[path]
                     _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
                 changed.append(path)
+            # The worktree's index keeps the tree it was first checked out at: candidates
+            # differ from it only in surface files, so rewriting it (a cost that grows with
+            # the repo) would buy nothing; status compares files with it.
             repo.set_head(target.id)
-            _refresh_index(repo, target.tree, changed)
             self.commit = commit
         return self.path
 
@@ -335,7 +337,7 @@ class Worktree:
         for path, flags in self.repo.status(untracked_files="all", ignored=True).items():
             if flags & (fs.WT_NEW | fs.IGNORED):
                 extra.append(path)
-            if flags & tracked_bits or flags & (fs.INDEX_MODIFIED | fs.INDEX_DELETED):
+            if flags & tracked_bits:
                 changed.append(path)
         return sorted(changed), sorted(extra)
 
@@ -358,7 +360,6 @@ class Worktree:
                     _unlink_safely(self.path, path)
                     continue
                 _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
-            _refresh_index(repo, tree, changed)
         return changed
 
 
@@ -398,23 +399,6 @@ def _replace(repo: Any, tree: Any, files: Mapping[str, bytes]) -> Any:
         subtree = repo[old.id] if old is not None and old.type_str == "tree" else None
         builder.insert(name, _replace(repo, subtree, sub), pg.enums.FileMode.TREE)
     return builder.write()
-
-
-def _refresh_index(repo: Any, tree: Any, paths: Iterable[str]) -> None:
-    """Bring the worktree index's entries for `paths` in line with `tree` and the files."""
-    index = repo.index
-    for path in paths:
-        try:
-            tree[path]
-        except KeyError:
-            if path in index:
-                index.remove(path)
-            continue
-        try:
-            index.add(path)
-        except Exception:  # noqa: BLE001 - a path libgit2 refuses: let status re-hash it
-            continue
-    index.write()
 
 
 def _inside(root: Path, rel: str, create: bool = False) -> Path | None:

@@ -2,7 +2,7 @@
 
 Only what the judge needs: sample moments, Student's t distribution (through the regularized
 incomplete beta function), Welch's one-sided test and a pooled-variance t-test. scipy would
-do all of this, but it is a heavy dependency for four formulas; `tests/test_stats.py` checks
+do all of this, but it is a heavy dependency for four formulas; `tests/judging/test_stats.py` checks
 the numbers against published tables.
 """
 

@@ -38,20 +38,6 @@ class Proposal:
 
 
 @dataclass
-class Measurement:
-    """What one run (plus the trusted metric command, if any) produced."""
-
-    value: float | None
-    metrics: dict[str, float]
-    exit_code: int | None
-    timed_out: bool
-    wall_s: float
-    log_tail: str = ""
-    error: str | None = None  # why there is no usable value (crash/timeout reason)
-    locked_changed: list[str] = field(default_factory=list)
-
-
-@dataclass
 class ExperimentRecord:
     """One experiment as stored in the ledger (the row `log --json` prints)."""
 

@@ -24,7 +24,6 @@ from overnight.store.records import ExperimentRecord
 
 RECENT = 15  # non-kept experiments shown besides every keep
 MAX_LESSONS = 20
-FIELDS = ("LESSON", "HYPOTHESIS", "DESCRIPTION", "RATIONALE")
 _FIELD = re.compile(
     r"^\s*[*_#>-]*\s*(LESSON|HYPOTHESIS|DESCRIPTION|RATIONALE)\s*[*_]*\s*:\s*[*_]*\s*(.*?)\s*$",
     re.IGNORECASE,

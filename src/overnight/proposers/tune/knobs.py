@@ -267,64 +267,33 @@ def _json_value(text: str, i: int, keys: list[str] | None, hits: list[Hit]) -> i
 
 # --- YAML ---------------------------------------------------------------------------------
 
-_YAML_ENTRY = re.compile(
-    r"(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*|\"[^\"\n]*\"|'[^'\n]*')[ \t]*:(?:[ \t]+|$)"
-)
-_YAML_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?=[ \t]*(?:#|$))")
-
 
 def _yaml(content: str) -> Iterator[Hit]:
+    """Numeric leaves under mapping keys, located by PyYAML's own parser (each scalar node
+    carries the span of its token). Numbers inside lists are data, not named settings."""
+    import yaml  # a core dependency, imported only when a YAML surface is tuned
+
     try:
-        import yaml  # optional: it only confirms what the line scan finds
-    except ImportError:
-        data: Any = None
-    else:
-        try:
-            data = yaml.safe_load(content)
-        except yaml.YAMLError as err:
-            raise ValueError(str(err)) from err
-        if not isinstance(data, dict):
-            return
-    parents: list[tuple[int, str | None]] = []  # (indent, key); None marks a list item
-    block_indent: int | None = None  # inside a `key: |` block scalar deeper than this
-    for offset, line in _lines(content):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        nodes = list(yaml.compose_all(content, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        raise ValueError(str(err)) from err
+    for root in nodes:
+        if isinstance(root, yaml.MappingNode):
+            yield from _yaml_mapping(root, [], yaml)
+
+
+def _yaml_mapping(node: Any, keys: list[str], yaml: Any) -> Iterator[Hit]:
+    for key_node, value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
             continue
-        indent = len(line) - len(line.lstrip(" "))
-        if block_indent is not None and indent > block_indent:
-            continue
-        block_indent = None
-        if stripped.startswith(("---", "...", "%")):
-            parents = []
-            continue
-        while parents and parents[-1][0] >= indent:
-            parents.pop()
-        if stripped.startswith("-"):
-            parents.append((indent, None))
-            continue
-        entry = _YAML_ENTRY.match(line)
-        if not entry:
-            continue
-        key = entry["key"].strip("\"'")
-        rest = line[entry.end() :].strip()
-        if not rest or rest.startswith("#"):
-            parents.append((indent, key))
-            continue
-        if rest[0] in "|>":
-            block_indent = indent
-            continue
-        number = _YAML_NUMBER.match(line, entry.end())
-        if not number or any(k is None for _, k in parents):
-            continue
-        keys = [k for _, k in parents if k is not None] + [key]
-        token = number.group().replace("_", "")
-        value: Any = int(token) if re.fullmatch(r"[-+]?\d+", token) else float(token)
-        if data is not None:
-            value = _lookup(data, keys)
-            if not _is_number(value) or not math.isclose(value, float(token)):
-                continue
-        yield ".".join(keys), value, offset + number.start(), offset + number.end()
+        path = [*keys, str(key_node.value)]
+        if isinstance(value, yaml.MappingNode):
+            yield from _yaml_mapping(value, path, yaml)
+        elif (isinstance(value, yaml.ScalarNode) and not value.style  # plain, not quoted
+              and value.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")):
+            parsed = yaml.safe_load(value.value)  # the same resolution, on the token alone
+            if _is_number(parsed):
+                yield ".".join(path), parsed, value.start_mark.index, value.end_mark.index
 
 
 _FINDERS = {"py": _python, "toml": _toml, "json": _json, "yaml": _yaml}

@@ -291,7 +291,7 @@ def test_make_executor_by_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_the_skypilot_example_parses() -> None:
     yaml = pytest.importorskip("yaml")
-    doc = (Path(__file__).parents[1] / "docs" / "scale-out.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "scale-out.md").read_text()
     task = yaml.safe_load(doc.split("```yaml\n", 1)[1].split("```", 1)[0])
     assert task["num_nodes"] > 1 and "accelerators" in task["resources"]
     check = subprocess.run(["bash", "-n"], input=task["run"], text=True, capture_output=True)

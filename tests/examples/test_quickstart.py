@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("numpy")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 STUDY_FILES = ("prepare.py", "train.py", "program.md", "overnight.toml", "README.md")
 KNOBS = ("LEARNING_RATE", "MOMENTUM", "HIDDEN", "BATCH_SIZE", "STEPS", "WEIGHT_DECAY", "INIT_SCALE")
 # A sensible setting, inside the range the `tune` proposer searches (x10 around the defaults

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import git, run_cli, write_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "autoresearch.md"
 STANDIN = ROOT / "tests" / "support" / "autoresearch_standin"
 GAME_THE_EVALUATION = "open('prepare.py', 'a').write('# tweak\\n')\nprint('val_bpb: 0.5')\n"

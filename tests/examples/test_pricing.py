@@ -19,7 +19,7 @@ from conftest import git, run_cli, write_script
 
 from overnight.proposers.tune.knobs import find_knobs
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pricing"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pricing"
 STUDY_FILES = (".gitignore", "generate.py", "evaluate.py", "pricing.py", "program.md",
                "overnight.toml")  # fmt: skip
 KNOBS = ("BUDGET_MARKUP", "MAINSTREAM_MARKUP", "PREMIUM_MARKUP", "HOLIDAY_MARKUP",

@@ -24,11 +24,11 @@ from overnight.proposers.tune.knobs import find_knobs
 
 if importlib.util.find_spec("torch") is None:  # the runs import it; this test does not
     raise ImportError(
-        "tests/test_example_nanotrain.py needs PyTorch: `make test` installs it, or run "
+        "tests/examples/test_nanotrain.py needs PyTorch: `make test` installs it, or run "
         "`.venv/bin/pip install torch==2.13.0` (the CPU build)"
     )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nanotrain"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nanotrain"
 STUDY_FILES = (".gitignore", "prepare.py", "train.py", "program.md", "overnight.toml")
 KNOBS = ("DEPTH", "MODEL_DIM", "BATCH_SIZE", "LEARNING_RATE", "WEIGHT_DECAY", "WARMUP_FRAC",
          "WARMDOWN_FRAC", "FINAL_LR_FRAC")  # fmt: skip

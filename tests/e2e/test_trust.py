@@ -21,7 +21,7 @@ from overnight.judging.replay import verify_ledger
 from overnight.store.study import Study
 
 PY = sys.executable
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # score = MU + sd 1 noise, different for every run of every experiment.
 NOISY = """\

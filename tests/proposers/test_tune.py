@@ -7,10 +7,10 @@ import json
 import math
 import re
 import statistics
-import sys
 import tomllib
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from overnight.proposers.base import Context
@@ -220,12 +220,7 @@ seed: 7
 """
 
 
-@pytest.mark.parametrize("with_pyyaml", [True, False])
-def test_yaml_knobs_with_and_without_pyyaml(
-    with_pyyaml: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not with_pyyaml:
-        monkeypatch.setitem(sys.modules, "yaml", None)  # makes `import yaml` fail
+def test_yaml_knobs_are_found_by_the_parser_and_rewritten_in_place() -> None:
     assert knobs_of("c.yaml", YAML) == {
         "model.hidden": 256, "model.dropout": 0.1, "optim.lr": 0.0003,
         "optim.schedule.warmup": 100, "seed": 7,
@@ -235,8 +230,9 @@ def test_yaml_knobs_with_and_without_pyyaml(
         "-   hidden: 256   # width", "+   hidden: 300   # width",
         "-   lr: 0.0003", "+   lr: 3.0e-05",
     ]
-    if with_pyyaml:  # PyYAML reads `3e-05` as a string; `3.0e-05` stays a float
-        assert pytest.importorskip("yaml").safe_load(new)["optim"]["lr"] == 3e-05
+    # PyYAML reads `3e-05` as a string; `3.0e-05` stays a float.
+    assert yaml.safe_load(new)["optim"]["lr"] == 3e-05
+    assert find_knobs("bad.yaml", "a: [1, 2\nb: 3\n") == []  # unparseable: no knobs
 
 
 def test_proposals_move_one_to_three_knobs_without_duplicates() -> None:

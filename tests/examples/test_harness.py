@@ -24,7 +24,7 @@ from conftest import git, run_cli, write_script
 from overnight.proposers.tune.knobs import find_knobs
 from overnight.traces import diff_tasks, experiment_traces, load_traces
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harness"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "harness"
 STUDY_FILES = ("harness.py", "evaluate.py", "model.py", "program.md", "overnight.toml",
                "README.md", "data")  # fmt: skip
 KNOBS = ["BILLING_WEIGHT", "BUG_WEIGHT", "ACCOUNT_WEIGHT", "FEATURE_WEIGHT", "ABUSE_WEIGHT",

@@ -138,7 +138,7 @@ def build(tmp_path: Path, sandbox: bool) -> tuple[Path, Path]:
         goal = "minimize"
 
         [proposer]
-        kind = "redteam.spy:SpyProposer"
+        kind = "support.spy:SpyProposer"
         """)
     if sandbox:
         toml += f'\n[sandbox]\nnetwork = false\nhide = ["{secret}"]\n'

@@ -20,7 +20,7 @@ from overnight.report.plot import MAX_LABELS, pick_labels, y_limits
 from overnight.store.ledger import Ledger
 from overnight.store.study import Study
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 BROWSER_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
