@@ -19,16 +19,45 @@ def two(x: float, y: float, body: str = "") -> str:
     return TWO_KNOBS.format(x=x, y=y, body=body)
 
 
-# Each run appends "start/end <experiment> <slot GPU> <time>" to $RUN_LOG.
-SLOW = "time.sleep(1.5) or time.sleep"
-
+# Each run logs "start/end <experiment> <slot GPU>" to $RUN_LOG and holds its GPU in
+# $BUSY_DIR while it runs (an exclusive file: two runs on one GPU would collide). Orderings
+# are forced by waiting for conditions (bounded by WAIT_S), never by sleeping.
 LOGGED = textwrap.dedent("""
-    log = os.environ["RUN_LOG"]
-    n = os.environ["OVERNIGHT_EXPERIMENT"]
+    log, busy = os.environ["RUN_LOG"], os.environ.get("BUSY_DIR")
+    n = int(os.environ["OVERNIGHT_EXPERIMENT"])
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "-")
-    open(log, "a").write(f"start {n} {gpu} {time.time()}\\n")
-    time.sleep(float(os.environ.get("RUN_SLEEP", "0.6")))
-    open(log, "a").write(f"end {n} {gpu} {time.time()}\\n")
+    def wait_for(check, what):
+        for _ in range(int(float(os.environ.get("WAIT_S", "60")) * 20)):
+            if check():
+                return True
+            time.sleep(0.05)
+        open(log, "a").write(f"gave-up {n} {what}\\n")
+    if busy:
+        os.makedirs(busy, exist_ok=True)
+        try:
+            os.close(os.open(os.path.join(busy, gpu), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            open(log, "a").write(f"shared {n} {gpu}\\n")
+    open(log, "a").write(f"start {n} {gpu}\\n")
+    if busy and 1 <= n <= int(os.environ.get("TOGETHER", "0")):
+        wait_for(lambda: len(os.listdir(busy)) >= int(os.environ["TOGETHER"]), "together")
+    after = os.environ.get("AFTER_DECIDED")  # "n:text": wait for text in results.tsv
+    if after and int(after.split(":")[0]) == n:
+        tsv = os.path.join(os.environ["OVERNIGHT_TRACE_DIR"], "..", "..", "..", "results.tsv")
+        wait_for(lambda: os.path.exists(tsv) and after.split(":", 1)[1] in open(tsv).read(),
+                 "decided")
+    if os.environ.get("AHEAD_LOG") and n >= 1:
+        calls = lambda: len(open(os.environ["AHEAD_LOG"]).read().splitlines())
+        if os.environ.get("EXPECT_AHEAD") == "1":
+            wait_for(lambda: calls() >= n + 1, "ahead")
+        else:
+            before = calls()
+            time.sleep(0.3)
+            if calls() != before:
+                open(log, "a").write(f"asked-during {n}\\n")
+    open(log, "a").write(f"end {n} {gpu}\\n")
+    if busy:
+        os.unlink(os.path.join(busy, gpu))
 """)
 
 
@@ -37,12 +66,8 @@ def parallel_repo(tmp_path: Path, workers: int, extra: str = "") -> Path:
     return make_repo(tmp_path / "repo", {"score.py": two(10, 10, LOGGED), "overnight.toml": cfg})
 
 
-def intervals(log: Path) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for line in log.read_text().splitlines():
-        what, n, gpu, at = line.split()
-        out.setdefault(n, {"gpu": gpu})[what] = float(at)  # type: ignore[assignment]
-    return out
+def run_events(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()]
 
 
 def log_json(repo: Path) -> list[dict]:
@@ -74,86 +99,76 @@ def test_slots_run_at_once_and_the_branch_stays_linear(tmp_path: Path) -> None:
     steps = [{"files": {"score.py": two(10 - i, 10, LOGGED) if i % 2 else two(10, 10 - i, LOGGED)},
               "description": f"step {i}"} for i in range(1, 10)]  # fmt: skip
     env = write_script(tmp_path / "s.json", steps)
-    env["RUN_LOG"] = str(tmp_path / "runs.log")
+    # Experiments 1-3 each wait until three GPUs are busy at once: only parallel slots pass.
+    env.update(RUN_LOG=str(tmp_path / "runs.log"), BUSY_DIR=str(tmp_path / "busy"),
+               TOGETHER="3")  # fmt: skip
     out = run_cli(repo, "run", "-n", "9", "--plain", "--lookahead", "3", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     log = log_json(repo)
     assert [r["experiment"] for r in log] == list(range(10))
     check_branch(repo, log)
-
-    runs = intervals(tmp_path / "runs.log")
-    spans = sorted((v["start"], v["end"], v["gpu"]) for v in runs.values())
-    overlapping = [(a, b) for a in spans for b in spans if a < b and b[0] < a[1]]
-    assert overlapping, "no two runs were ever in flight together"
-    # A GPU is never shared by two runs at the same moment.
-    assert all(a[2] != b[2] for a, b in overlapping)
-    assert {s[2] for s in spans} <= {"0", "1", "2"}
+    events = run_events(tmp_path / "runs.log")
+    assert [e for e in events if e[0] in ("gave-up", "shared")] == []  # never one GPU twice
+    assert {e[2] for e in events if e[0] == "start"} == {"0", "1", "2"}
 
 
 def test_two_winners_from_one_parent(tmp_path: Path) -> None:
-    """Both candidates beat their common parent. Changes to different lines: the slower one
-    is re-applied onto the new best and measured again, then kept too. Changes to the same
-    line: exactly one keep, the other discarded with the reason."""
+    """Both candidates beat their common parent; the first one's run ends only once the
+    second is decided. Changes to different lines: the first is re-applied onto the new
+    best and measured again, then kept too."""
     repo = parallel_repo(tmp_path, workers=2)
     env = write_script(tmp_path / "s.json", [
-        {"files": {"score.py": two(5, 10, LOGGED.replace("time.sleep", SLOW))},
-         "description": "X 10 → 5 (slow)"},
-        {"files": {"score.py": two(10, 8, LOGGED)}, "description": "Y 10 → 8 (fast)"},
-        {"files": {"score.py": two(10, 9, LOGGED)}, "description": "Y 10 → 9 (same line)"},
+        {"files": {"score.py": two(5, 10, LOGGED)}, "description": "X 10 → 5 (held)"},
+        {"files": {"score.py": two(10, 8, LOGGED)}, "description": "Y 10 → 8 (first)"},
     ])  # fmt: skip
-    env["RUN_LOG"] = str(tmp_path / "runs.log")
-    env["RUN_SLEEP"] = "0.2"
+    env.update(RUN_LOG=str(tmp_path / "runs.log"), AFTER_DECIDED="1:Y 10 → 8 (first)")
     out = run_cli(repo, "run", "-n", "2", "--plain", "--lookahead", "2", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     log = log_json(repo)
     by_desc = {r["description"]: r for r in log}
-    fast_rec, slow_rec = by_desc["Y 10 → 8 (fast)"], by_desc["X 10 → 5 (slow)"]
-    assert fast_rec["status"] == "keep" and fast_rec["value"] == 18
-    # The slow winner was rebuilt on the fast one's commit and measured there.
-    assert slow_rec["status"] == "keep" and slow_rec["value"] == 13
-    assert slow_rec["parent"] == fast_rec["commit"]
+    first, held = by_desc["Y 10 → 8 (first)"], by_desc["X 10 → 5 (held)"]
+    assert first["status"] == "keep" and first["value"] == 18
+    # The held winner was rebuilt on the first one's commit and measured there.
+    assert held["status"] == "keep" and held["value"] == 13
+    assert held["parent"] == first["commit"]
     assert "re-measuring" in out.stdout
     check_branch(repo, log)
-    show = json.loads(run_cli(repo, "show", str(slow_rec["experiment"]), "--json").stdout)
+    show = json.loads(run_cli(repo, "show", str(held["experiment"]), "--json").stdout)
     assert any(m["kind"].startswith("stale-") for m in show["measurements"])
 
 
 def test_racing_winners_on_the_same_line_give_one_keep(tmp_path: Path) -> None:
     repo = parallel_repo(tmp_path, workers=2)
     env = write_script(tmp_path / "s.json", [
-        {"files": {"score.py": two(6, 10, LOGGED.replace("time.sleep", SLOW))},
-         "description": "X 10 → 6 (slow)"},
-        {"files": {"score.py": two(8, 10, LOGGED)}, "description": "X 10 → 8 (fast)"},
+        {"files": {"score.py": two(6, 10, LOGGED)}, "description": "X 10 → 6 (held)"},
+        {"files": {"score.py": two(8, 10, LOGGED)}, "description": "X 10 → 8 (first)"},
     ])  # fmt: skip
-    env["RUN_LOG"] = str(tmp_path / "runs.log")
-    env["RUN_SLEEP"] = "0.2"
+    env.update(RUN_LOG=str(tmp_path / "runs.log"), AFTER_DECIDED="1:X 10 → 8 (first)")
     out = run_cli(repo, "run", "-n", "2", "--plain", "--lookahead", "2", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     log = log_json(repo)
     statuses = {r["description"]: (r["status"], r["reason"]) for r in log[1:]}
-    assert statuses["X 10 → 8 (fast)"][0] == "keep"
-    assert statuses["X 10 → 6 (slow)"][0] == "discard"
-    assert "does not merge" in statuses["X 10 → 6 (slow)"][1]
+    assert statuses["X 10 → 8 (first)"][0] == "keep"
+    assert statuses["X 10 → 6 (held)"][0] == "discard"
+    assert "does not merge" in statuses["X 10 → 6 (held)"][1]
     check_branch(repo, log)
 
 
 class_proposer = '''
-import json, os, time
+import os
 from overnight.proposers.base import BaseProposer
 from overnight.store.records import Proposal
 
-class SlowProposer(BaseProposer):
-    """Takes PROPOSE_S per proposal and logs when each call starts and ends."""
-    name = "slow"
+class LoggingProposer(BaseProposer):
+    """Logs each call to $AHEAD_LOG."""
+    name = "logging"
 
     def __init__(self, **_):
         self.i = 0
 
     def propose(self, ctx):
         self.i += 1
-        log = os.environ["PROPOSE_LOG"]
-        open(log, "a").write(f"call {self.i} {time.time()}\\n")
-        time.sleep(float(os.environ["PROPOSE_S"]))
+        open(os.environ["AHEAD_LOG"], "a").write(f"call {self.i}\\n")
         src = ctx.surface["score.py"] + f"# variant {len(ctx.history)}-{self.i}\\n"
         return Proposal(files={"score.py": src}, description=f"variant {self.i}")
 '''
@@ -163,34 +178,33 @@ def test_the_proposer_runs_ahead_of_a_single_slot(tmp_path: Path) -> None:
     repo = parallel_repo(tmp_path, workers=1)
     support = tmp_path / "plug"
     support.mkdir()
-    (support / "slowprop.py").write_text(class_proposer)
+    (support / "logprop.py").write_text(class_proposer)
+    calls = tmp_path / "calls.log"
+    calls.write_text("")
     env = {
         "PYTHONPATH": str(support) + ":" + overnight_env()["PYTHONPATH"],
-        "PROPOSE_LOG": str(tmp_path / "calls.log"), "PROPOSE_S": "0.3",
-        "RUN_LOG": str(tmp_path / "runs.log"), "RUN_SLEEP": "0.8",
+        "AHEAD_LOG": str(calls), "RUN_LOG": str(tmp_path / "runs.log"), "EXPECT_AHEAD": "1",
     }  # fmt: skip
     (repo / "overnight.toml").write_text(
         (repo / "overnight.toml").read_text().replace(
-            "support.scripted:ScriptedProposer", "slowprop:SlowProposer"))  # fmt: skip
-    git(repo, "commit", "-qam", "slow proposer")
+            "support.scripted:ScriptedProposer", "logprop:LoggingProposer"))  # fmt: skip
+    git(repo, "commit", "-qam", "logging proposer")
+    # Run k ends only once the proposal for k + 1 was asked for: run-ahead provides it.
     out = run_cli(repo, "run", "-n", "4", "--plain", "--lookahead", "1", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
-    runs = intervals(tmp_path / "runs.log")
-    calls = [float(line.split()[2]) for line in (tmp_path / "calls.log").read_text().splitlines()]
-    # The proposal for experiment k+1 was asked for before experiment k finished.
-    ahead = sum(1 for k in range(1, 4) if calls[k] < runs[str(k)]["end"])
-    assert ahead == 3, (calls, runs)
+    events = run_events(tmp_path / "runs.log")
+    assert [e for e in events if e[0] == "gave-up"] == []
+    assert sum(1 for e in events if e[0] == "end") == 5
 
-    # --lookahead 0: the proposer is asked only after each verdict.
-    (tmp_path / "calls.log").unlink()
+    # --lookahead 0: the proposer is never asked while a run is in flight.
+    calls.write_text("")
     (tmp_path / "runs.log").unlink()
+    env["EXPECT_AHEAD"] = "0"
     out = run_cli(repo, "run", "-n", "3", "--plain", "--lookahead", "0", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
-    runs = intervals(tmp_path / "runs.log")
-    calls = [float(line.split()[2]) for line in (tmp_path / "calls.log").read_text().splitlines()]
-    ends = sorted(v["end"] for v in runs.values())
-    assert all(not any(s < c < e for s, e in ((v["start"], v["end"]) for v in runs.values()))
-               for c in calls), (calls, ends)  # fmt: skip
+    events = run_events(tmp_path / "runs.log")
+    assert [e for e in events if e[0] == "asked-during"] == []
+    assert len(calls.read_text().splitlines()) == 3
 
 
 def test_kill9_during_a_parallel_study_then_resume(tmp_path: Path) -> None:
@@ -198,13 +212,14 @@ def test_kill9_during_a_parallel_study_then_resume(tmp_path: Path) -> None:
     steps = [{"files": {"score.py": two(10 - i, 10, LOGGED) if i % 2 else two(10, 10 - i, LOGGED)},
               "description": f"step {i}"} for i in range(1, 30)]  # fmt: skip
     env = write_script(tmp_path / "s.json", steps)
-    env["RUN_LOG"] = str(tmp_path / "runs.log")
-    env["RUN_SLEEP"] = "5"
+    # Experiments 1-3 wait for a fourth GPU that never comes (until killed).
+    env.update(RUN_LOG=str(tmp_path / "runs.log"), BUSY_DIR=str(tmp_path / "busy"),
+               TOGETHER="4", WAIT_S="120")  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "overnight", "run", "-n", "20", "--plain"], cwd=repo,
         env=overnight_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         log = tmp_path / "runs.log"
         if log.exists() and log.read_text().count("start") >= 4:  # baseline + 3 slots
@@ -218,7 +233,7 @@ def test_kill9_during_a_parallel_study_then_resume(tmp_path: Path) -> None:
         if (p.info["cwd"] or "").startswith(worktrees):  # this study's runs only
             orphans.append(p)
     assert orphans, "the runs should have outlived the killed controller"
-    env["RUN_SLEEP"] = "0.1"
+    env.update(TOGETHER="0", BUSY_DIR="")
     out = run_cli(repo, "run", "-n", "4", "--plain", "--lookahead", "3", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     assert "orphaned" in out.stdout

@@ -280,10 +280,8 @@ def test_make_executor_by_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(UsageError, match="num_gpus"):
         make_executor("ray", _cfg(gpus=[0]), ws, ["score.py"], protected)  # type: ignore[arg-type]
     port = _free_port()  # nothing listens there
-    t0 = time.monotonic()
     with pytest.raises(UsageError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
         make_executor("ray", _cfg(address=f"127.0.0.1:{port}"), ws, ["score.py"], protected)  # type: ignore[arg-type]
-    assert time.monotonic() - t0 < 10
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(UsageError, match=r'pip install "overnight\[ray\]"'):
         make_executor("ray", cfg, ws, ["score.py"], protected)  # type: ignore[arg-type]

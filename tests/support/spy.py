@@ -7,10 +7,9 @@ import dataclasses
 import json
 import os
 
-from support.scripted import ScriptedProposer
-
 from overnight.proposers.base import Context
 from overnight.store.records import Proposal
+from support.scripted import ScriptedProposer
 
 
 class SpyProposer(ScriptedProposer):

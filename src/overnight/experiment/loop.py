@@ -63,7 +63,7 @@ class RunSummary:
 
 class Loop:
     def __init__(self, study: Study, options: RunOptions, view: View | None = None,
-                 executor: Any = None) -> None:  # fmt: skip
+                 executor: Any = None, proposer: BaseProposer | None = None) -> None:  # fmt: skip
         self.study = study
         self.cfg = study.cfg
         self.opts = options
@@ -71,7 +71,9 @@ class Loop:
         self.ws = study.ws
         self.stop_event = threading.Event()
         self.stop_reason = ""
-        self._executor = executor  # an executor given by the caller (tests: FakeExecutor)
+        # Given by the caller instead of built from the config (in-process tests).
+        self._executor = executor  # e.g. executors.fake.FakeExecutor
+        self._proposer = proposer
 
     # == the whole run ======================================================================
 
@@ -152,8 +154,11 @@ class Loop:
             setup.protected, workers=self.opts.workers, sandbox=setup.sandbox,
         )  # fmt: skip
         self.proposer: BaseProposer
-        self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
-                                           seed=self.opts.seed)  # fmt: skip
+        if self._proposer is not None:
+            self.proposer, why = self._proposer, ""
+        else:
+            self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
+                                               seed=self.opts.seed)  # fmt: skip
         self.ws.ensure_excluded()
         self.ledger = Ledger(self.study.ledger_path)
         self.rec = Recorder(self.study, self.ledger, self.ws, self.surface)
