@@ -57,6 +57,7 @@ kind = "bench:InstantProposer"
 TIMERS: dict[str, float] = defaultdict(float)
 RUN = "run (process start + `echo`)"
 SCAN = "integrity scan (worktree status + clean)"
+CPU = "controller CPU (all threads, the run's process excluded)"
 PARTS = ("git", "ledger", SCAN, RUN)
 
 
@@ -81,7 +82,7 @@ class Stamps(View):
 
     def decided(self, rec: ExperimentRecord, status: dict[str, Any]) -> None:
         self.decided_at.append(time.perf_counter())
-        self.snapshots.append(dict(TIMERS))
+        self.snapshots.append({**TIMERS, CPU: time.process_time()})
 
 
 _DEPTH = threading.local()
@@ -153,6 +154,7 @@ def one_case(experiments: int, files: int) -> dict[str, list[float]]:
         run, scan = delta.get(RUN, 0.0), delta.get(SCAN, 0.0)
         for k in PARTS:
             parts[k].append(delta.get(k, 0.0) * 1000)
+        parts[CPU].append(delta.pop(CPU, 0.0) * 1000)
         other = total - sum(v for k, v in delta.items())
         parts["other (python)"].append(other * 1000)
         parts["bookkeeping"].append((total - run - scan - delta.get("proposer", 0.0)) * 1000)
@@ -177,7 +179,7 @@ def main() -> None:
     header = [f"{n:,} exp." + (f", {files:,} files" if files else "") for n, files, _, _ in results]
     print("| median ms | " + " | ".join(header) + " |")
     print("|---|" + "---:|" * len(results))
-    rows = ["git", "ledger", "other (python)", "bookkeeping", SCAN, RUN]
+    rows = ["git", "ledger", "other (python)", "bookkeeping", SCAN, RUN, CPU]
     for k in rows:
         cells = [f"{statistics.median(p[k]):.1f}" if p[k] else "—" for _, _, p, _ in results]
         label = f"**{k}**" if k == "bookkeeping" else k
