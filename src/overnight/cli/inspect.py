@@ -26,11 +26,16 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(rate_line(st))
     if st["pending"]:
         typer.echo(f"interrupted experiment(s) {st['pending']} will be re-run on resume")
+    if st["suspects"]:
+        more = " …" if len(st["suspects"]) > 20 else ""
+        shown = ", ".join(map(str, st["suspects"][:20])) + more
+        typer.echo(f"held for your review (suspect): {shown}; see `overnight show N`, keep one "
+                   "with `overnight accept N`")  # fmt: skip
     if st.get("constraints"):
         typer.echo(_constraints_line(st["constraints"], "best"))
-    from overnight.store.status import drift_line, holdout_line
+    from overnight.store.status import controls_line, drift_line, holdout_line
 
-    for line in (holdout_line(st, st["metric"]["name"]), drift_line(st)):
+    for line in (holdout_line(st, st["metric"]["name"]), drift_line(st), controls_line(st)):
         if line:
             typer.echo(line)
 

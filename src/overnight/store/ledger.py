@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS experiments (
     surface_hash TEXT,
     meta TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    control_of INTEGER
 );
 CREATE INDEX IF NOT EXISTS experiments_status ON experiments(status);
 CREATE INDEX IF NOT EXISTS experiments_hash ON experiments(surface_hash);
@@ -77,7 +78,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 _COLUMNS = (
     "n, state, status, value, metrics, commit_sha, parent, description, rationale, hypothesis,"
-    " reason, wall_s, proposer, cost_usd, meta, created_at, decided_at"
+    " reason, wall_s, proposer, cost_usd, meta, created_at, decided_at, control_of"
+)
+# Columns added since the first release: (name, SQL type). A writer adds the missing ones
+# when it opens a ledger; a reader of a ledger no writer has opened since sees them as NULL.
+ADDED_COLUMNS = (("control_of", "INTEGER"),)
+ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS experiments_controls ON experiments(n)"
+    " WHERE control_of IS NOT NULL",
 )
 
 
@@ -100,9 +108,41 @@ class Ledger:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._columns = _COLUMNS
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db.executescript(SCHEMA)
+            self._migrate()
+        elif path.exists():
+            self._columns = self._readable_columns()
+
+    def _present(self) -> set[str]:
+        return {r[1] for r in self.db.execute("PRAGMA table_info(experiments)")}
+
+    def _migrate(self) -> None:
+        """Bring a ledger written by an older overnight up to this schema, in place."""
+        present = self._present()
+        with self.tx() as db:
+            for name, kind in ADDED_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE experiments ADD COLUMN {name} {kind}")
+            for sql in ADDED_INDEXES:
+                db.execute(sql)
+
+    def _readable_columns(self) -> str:
+        """`_COLUMNS` for a read-only ledger, missing added columns read as NULL."""
+        try:
+            present = self._present()
+        except sqlite3.Error:
+            return _COLUMNS
+        if not present:  # no table yet (a controller is creating the ledger)
+            return _COLUMNS
+        missing = [name for name, _ in ADDED_COLUMNS if name not in present]
+        return ", ".join(f"NULL AS {c}" if c in missing else c
+                         for c in _COLUMNS.replace(" ", "").split(","))  # fmt: skip
+
+    def has_column(self, name: str) -> bool:
+        return name in self._columns.replace(" ", "").split(",")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -156,6 +196,16 @@ class Ledger:
                 (time.time(), kind, _json(data)),
             )
 
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def count_events(self, kind: str, after_id: int = 0) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind=? AND id>?", (kind, after_id)
+        ).fetchone()
+        return int(row[0])
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT at, kind, data FROM events"
         rows = self.db.execute(sql + (" WHERE kind=?" if kind else ""), (kind,) if kind else ())
@@ -182,16 +232,17 @@ class Ledger:
         cost_usd: float = 0.0,
         usage: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        control_of: int | None = None,
     ) -> None:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO experiments(n, state, parent, description, rationale, hypothesis,"
-                " proposer, files, diff, surface_hash, cost_usd, usage, meta, created_at)"
-                " VALUES (?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " proposer, files, diff, surface_hash, cost_usd, usage, meta, created_at,"
+                " control_of) VALUES (?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     n, parent, description, rationale, hypothesis, proposer,
                     _json(files) if files is not None else None, diff, surface_hash,
-                    cost_usd, _json(usage or {}), _json(meta or {}), time.time(),
+                    cost_usd, _json(usage or {}), _json(meta or {}), time.time(), control_of,
                 ),
             )  # fmt: skip
 
@@ -215,13 +266,16 @@ class Ledger:
         metrics: dict[str, float],
         wall_s: float | None,
         meta: dict[str, Any] | None = None,
+        commit: str | None = None,
     ) -> None:
         """Record the verdict (and, in the same transaction, the experiment's meta with the
-        record of how it was reached). Idempotent: recording the same verdict again changes
-        nothing."""
+        record of how it was reached, and the commit that is kept when it is not the
+        candidate's own). Idempotent: recording the same verdict again changes nothing."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         extra, args = ("", ()) if meta is None else (", meta=?", (_json(meta),))
+        if commit is not None:
+            extra, args = extra + ", commit_sha=?", (*args, commit)
         with self.tx() as db:
             db.execute(
                 "UPDATE experiments SET state='decided', status=?, reason=?, value=?, metrics=?,"
@@ -325,10 +379,11 @@ class Ledger:
             created_at=row["created_at"],
             decided_at=row["decided_at"],
             meta=json.loads(row["meta"]),
+            control_of=row["control_of"],
         )
 
     def get(self, n: int) -> ExperimentRecord | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM experiments WHERE n=?", (n,)).fetchone()
+        row = self.db.execute(f"SELECT {self._columns} FROM experiments WHERE n=?", (n,)).fetchone()
         return self._record(row) if row else None
 
     def row(self, n: int) -> dict[str, Any] | None:
@@ -339,7 +394,7 @@ class Ledger:
     def records(
         self, decided_only: bool = True, limit: int | None = None, offset: int = 0
     ) -> list[ExperimentRecord]:
-        sql = f"SELECT {_COLUMNS} FROM experiments"
+        sql = f"SELECT {self._columns} FROM experiments"
         if decided_only:
             sql += " WHERE state='decided'"
         sql += " ORDER BY n"
@@ -353,7 +408,7 @@ class Ledger:
 
     def last_keep(self) -> ExperimentRecord | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM experiments WHERE status='keep'"
+            f"SELECT {self._columns} FROM experiments WHERE status='keep'"
             " ORDER BY decided_at DESC, n DESC LIMIT 1"
         ).fetchone()
         return self._record(row) if row else None
