@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from overnight.git.workspace import Workspace
 
 
+def with_trailer(ws: Workspace, commit: str, trailer: str) -> str:
+    """`commit` again (same tree, parent and message) with `trailer` added to the message:
+    the commit a keep lands as (its measured candidate stays as it was measured)."""
+    c = ws.repo[commit]
+    message = c.message.rstrip("\n") + "\n" + trailer + "\n"
+    return ws.commit_tree(str(c.tree_id), str(c.parent_ids[0]), message)
+
+
 @dataclass
 class Best:
     record: ExperimentRecord
@@ -212,7 +220,7 @@ class Recorder:
         if keep and trailer:
             # Written before the verdict that names it: a kill in between leaves an object
             # nothing points to, and the resumed experiment is judged again.
-            landed = self._with_trailer(keep, trailer)
+            landed = with_trailer(self.ws, keep, trailer)
             self.ws.set_experiment_ref(n, landed)
         self.ledger.set_verdict(n, verdict.status, verdict.reason, value, metrics or {}, wall_s,
                                 meta=meta, commit=landed)  # fmt: skip
@@ -233,12 +241,6 @@ class Recorder:
         self.ledger.append_tsv(self.study.tsv_path, self.metric, rec)
         self.account_time()
         return rec
-
-    def _with_trailer(self, commit: str, trailer: str) -> str:
-        """`commit` again (same tree, parent and message) with `trailer` added."""
-        c = self.ws.repo[commit]
-        message = c.message.rstrip("\n") + "\n" + trailer + "\n"
-        return self.ws.commit_tree(str(c.tree_id), str(c.parent_ids[0]), message)
 
     def account_time(self) -> None:
         now = time.monotonic()
