@@ -180,6 +180,16 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
             f"rule: {verdict.get('method')} (alpha {rule['alpha']:g}, min_improvement "
             f"{rule['threshold']:.4g}), decided at the {verdict.get('stage')} stage"
         )
+    if meta.get("control"):
+        c = meta["control"]
+        lines.append(f"control: the unchanged best (experiment {c['of']}) resubmitted blind; "
+                     f"the rule gave {c['verdict']}"
+                     + (" (a false keep)" if c.get("would_keep") else ""))  # fmt: skip
+    if meta.get("gain"):
+        g = meta["gain"]
+        interval = ("no interval" if g["low"] is None
+                    else f"{g['level']:.0%} CI {g['low']:.4g} to {g['high']:.4g}")  # fmt: skip
+        lines.append(f"gain: {g['gain']:.4g} ({interval}{', marginal' if g['marginal'] else ''})")
     if meta.get("isolation"):
         lines.append(f"isolation: {meta['isolation']}")
     return lines

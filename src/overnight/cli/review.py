@@ -144,9 +144,10 @@ def accept(
     study = open_study(config)
     rec = accept_suspect(study, n)
     gain = rec.meta["gain"]
+    marginal = " (marginal)" if gain["marginal"] else ""
     typer.echo(f"accepted experiment {n} ({rec.description}): the best now, "
                f"{(rec.commit or '')[:7]} on {study.branch}; gain {gain['gain']:.4g} "
-               f"{study.cfg.metric.name}" + (" (marginal)" if gain["marginal"] else ""))  # fmt: skip
+               f"{study.cfg.metric.name}{marginal}")  # fmt: skip
 
 
 def verify(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:

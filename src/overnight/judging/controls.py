@@ -86,8 +86,8 @@ def suggestion(judged: Sequence[ControlRow], alpha: float, repeats: int, confirm
     if gains:
         q = _quantile(gains, 1 - alpha)
         if q > 0:
-            text = (f"raise [metric] min_improvement to about {q:.3g} (what an unchanged best "
-                    f"gained in {1 - alpha:.0%} of the controls), or ")  # fmt: skip
+            text = (f"raise [metric] min_improvement to about {q:.3g} ({1 - alpha:.0%} of the "
+                    "controls, the unchanged best, gained less), or ")  # fmt: skip
     text += f"raise [metric] repeats to {2 * repeats}"
     return text + ("" if confirm else ", or set [metric] confirm = true")
 
