@@ -18,75 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.store.records import STATUSES, ExperimentRecord
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS experiments (
-    n INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    status TEXT,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    commit_sha TEXT,
-    parent TEXT,
-    description TEXT NOT NULL DEFAULT '',
-    rationale TEXT NOT NULL DEFAULT '',
-    hypothesis TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    wall_s REAL,
-    proposer TEXT NOT NULL DEFAULT '',
-    cost_usd REAL NOT NULL DEFAULT 0,
-    usage TEXT NOT NULL DEFAULT '{}',
-    files TEXT,
-    diff TEXT NOT NULL DEFAULT '',
-    surface_hash TEXT,
-    meta TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    decided_at REAL,
-    control_of INTEGER
-);
-CREATE INDEX IF NOT EXISTS experiments_status ON experiments(status);
-CREATE INDEX IF NOT EXISTS experiments_hash ON experiments(surface_hash);
--- Read side at 100k experiments: counts, cost and the chart's points come from this covering
--- index instead of scanning rows that carry whole diffs; the partial index finds the few
--- undecided rows (`state!='decided'`) without a scan; decided_at is the dashboard's cursor.
-CREATE INDEX IF NOT EXISTS experiments_decided ON experiments(state, n, status, value, cost_usd);
-CREATE INDEX IF NOT EXISTS experiments_undecided ON experiments(n) WHERE state!='decided';
-CREATE INDEX IF NOT EXISTS experiments_decided_at ON experiments(decided_at);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    n INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    repeat INTEGER NOT NULL DEFAULT 0,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    exit_code INTEGER,
-    timed_out INTEGER NOT NULL DEFAULT 0,
-    wall_s REAL,
-    error TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS measurements_n ON measurements(n);
-CREATE INDEX IF NOT EXISTS measurements_kind ON measurements(kind, n);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-_COLUMNS = (
-    "n, state, status, value, metrics, commit_sha, parent, description, rationale, hypothesis,"
-    " reason, wall_s, proposer, cost_usd, meta, created_at, decided_at, control_of"
-)
-# Columns added since the first release: (name, SQL type). A writer adds the missing ones
-# when it opens a ledger; a reader of a ledger no writer has opened since sees them as NULL.
-ADDED_COLUMNS = (("control_of", "INTEGER"),)
-ADDED_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS experiments_controls ON experiments(n)"
-    " WHERE control_of IS NOT NULL",
-)
+from overnight.store.schema import COLUMNS, SCHEMA, migrate, readable_columns
 
 
 def _json(value: Any) -> str:
@@ -108,38 +40,14 @@ class Ledger:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
-        self._columns = _COLUMNS
+        self._columns = COLUMNS
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db.executescript(SCHEMA)
-            self._migrate()
+            with self.tx() as db:
+                migrate(db)
         elif path.exists():
-            self._columns = self._readable_columns()
-
-    def _present(self) -> set[str]:
-        return {r[1] for r in self.db.execute("PRAGMA table_info(experiments)")}
-
-    def _migrate(self) -> None:
-        """Bring a ledger written by an older overnight up to this schema, in place."""
-        present = self._present()
-        with self.tx() as db:
-            for name, kind in ADDED_COLUMNS:
-                if name not in present:
-                    db.execute(f"ALTER TABLE experiments ADD COLUMN {name} {kind}")
-            for sql in ADDED_INDEXES:
-                db.execute(sql)
-
-    def _readable_columns(self) -> str:
-        """`_COLUMNS` for a read-only ledger, missing added columns read as NULL."""
-        try:
-            present = self._present()
-        except sqlite3.Error:
-            return _COLUMNS
-        if not present:  # no table yet (a controller is creating the ledger)
-            return _COLUMNS
-        missing = [name for name, _ in ADDED_COLUMNS if name not in present]
-        return ", ".join(f"NULL AS {c}" if c in missing else c
-                         for c in _COLUMNS.replace(" ", "").split(","))  # fmt: skip
+            self._columns = readable_columns(self.db)
 
     def has_column(self, name: str) -> bool:
         return name in self._columns.replace(" ", "").split(",")
