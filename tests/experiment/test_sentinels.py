@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import git, write_script
-from support.inprocess import make_study, run_study, study_toml, x_of
+from support.inprocess import exact_with_holdout, make_study, run_study, study_toml, x_of
 
 from overnight.executors.base import RunTask
 from overnight.executors.fake import FakeRun
@@ -101,18 +101,12 @@ def test_a_jump_beyond_max_jump_is_held(tmp_path: Path, monkeypatch: pytest.Monk
     assert verify_ledger(study.open_ledger()).ok
 
 
-def holdout_behave(task: RunTask, files: dict[str, str]) -> FakeRun:
-    if task.kind == "holdout":
-        return FakeRun(stdout="acc: 0.9\n")
-    return FakeRun(stdout=f"score: {x_of(files)}\n")
-
-
 def test_keeps_past_the_holdout_budget_are_held_for_the_morning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     holdout = '\n[holdout]\ncommand = "python holdout.py"\nname = "acc"\nbudget = 3\n'
     study = scripted(tmp_path, monkeypatch, xs(9, 8, 7, 6), extra=holdout)
-    run_study(study, holdout_behave, 4)
+    run_study(study, exact_with_holdout, 4)
     # The baseline reads once, the first two keeps once each; then the budget is spent.
     assert statuses(study) == [(0, "keep"), (1, "keep"), (2, "keep"), (3, "suspect"),
                                (4, "suspect")]  # fmt: skip
@@ -126,7 +120,7 @@ def test_keeps_past_the_holdout_budget_are_held_for_the_morning(
     # A new night has a new budget: the resumed study reads again.
     for key, value in write_script(tmp_path / "s2.json", xs(5)).items():
         monkeypatch.setenv(key, value)
-    run_study(Study.open(cwd=study.root), holdout_behave, 1)
+    run_study(Study.open(cwd=study.root), exact_with_holdout, 1)
     assert statuses(study)[-1] == (5, "keep")
     assert study.status()["holdout"]["reads"] == {"night": 1, "total": 4, "budget": 3,
                                                    "held": 2}  # fmt: skip
@@ -135,7 +129,7 @@ def test_keeps_past_the_holdout_budget_are_held_for_the_morning(
 def test_every_holdout_read_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     holdout = '\n[holdout]\ncommand = "python holdout.py"\nname = "acc"\n'
     study = scripted(tmp_path, monkeypatch, xs(9, 11, 8), extra=holdout)
-    run_study(study, holdout_behave, 3)
+    run_study(study, exact_with_holdout, 3)
     events = study.open_ledger().events("holdout_read")
     assert [e["experiment"] for e in events] == [0, 1, 3]
     assert study.status()["holdout"]["reads"]["budget"] == 0

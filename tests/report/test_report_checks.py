@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import write_script
-from support.inprocess import make_study, run_study, study_toml, x_of
+from support.inprocess import exact_with_holdout, make_study, run_study, study_toml
 
-from overnight.executors.base import RunTask
-from overnight.executors.fake import FakeRun
 from overnight.report import write_report
-
-
-def behave(task: RunTask, files: dict[str, str]) -> FakeRun:
-    if task.kind == "holdout":
-        return FakeRun(stdout="acc: 0.9\n")
-    return FakeRun(stdout=f"score: {x_of(files)}\n")
 
 
 def test_the_report_shows_controls_holdout_reads_and_suspects(
@@ -30,7 +22,7 @@ def test_the_report_shows_controls_holdout_reads_and_suspects(
              "\n[judge]\ncontrols = 2\n")  # fmt: skip
     study = make_study(tmp_path / "repo",
                        study_toml(extra=extra, proposer="support.scripted:ScriptedProposer"))
-    run_study(study, behave, 4)
+    run_study(study, exact_with_holdout, 4)
     st = study.status()
     assert st["counts"]["suspect"] == 1 and st["controls"]["run"] == 2
     html = write_report(study, tmp_path / "out").html.read_text()

@@ -53,6 +53,13 @@ def x_of(files: dict[str, str]) -> float:
     return float(files["score.py"].split("X = ")[1].split()[0])
 
 
+def exact_with_holdout(task: RunTask, files: dict[str, str]) -> FakeRun:
+    """Runs that print X exactly; the holdout command prints `acc: 0.9`."""
+    if task.kind == "holdout":
+        return FakeRun(stdout="acc: 0.9\n")
+    return FakeRun(stdout=f"score: {x_of(files)}\n")
+
+
 def noisy(sd: float, metric: str = "score", offset_sd: float = 0.0, seed: int = 0) -> Behave:
     """Runs that print X plus seeded Gaussian noise (`sd` per run). `offset_sd`: noise shared
     by all the runs of one experiment (what repeats cannot see: a per-build effect)."""
