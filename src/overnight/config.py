@@ -118,6 +118,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def parse_amount(value: Any) -> float | str:
+    """An amount in the metric's units (a number >= 0) or relative to a value ("0.5%")."""
+    hint = 'expected a number >= 0 or a percentage like "0.5%"'
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(hint)
+    text = str(value).strip()
+    number = text.removesuffix("%").strip()
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(hint) from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(hint)
+    return f"{number}%" if text.endswith("%") else amount
+
+
+def in_units(amount: float | str, reference: float) -> float:
+    """`amount` (see `parse_amount`) in the metric's units, a percentage taken of `reference`."""
+    if isinstance(amount, str):
+        return float(amount[:-1]) / 100.0 * abs(reference)
+    return float(amount)
+
+
 class StudyConfig(_Section):
     name: BranchName
     instructions: str = "program.md"
@@ -158,18 +181,7 @@ class MetricConfig(_Section):
     @field_validator("min_improvement", mode="before")
     @classmethod
     def _improvement(cls, value: Any) -> float | str:
-        hint = 'expected a number >= 0 or a percentage like "0.5%"'
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(hint)
-        text = str(value).strip()
-        number = text.removesuffix("%").strip()
-        try:
-            amount = float(number)
-        except ValueError:
-            raise ValueError(hint) from None
-        if not math.isfinite(amount) or amount < 0:
-            raise ValueError(hint)
-        return f"{number}%" if text.endswith("%") else amount
+        return parse_amount(value)
 
     @property
     def relative(self) -> bool:
@@ -177,9 +189,7 @@ class MetricConfig(_Section):
 
     def threshold(self, best: float) -> float:
         """The absolute improvement over `best` a candidate needs to count as better."""
-        if isinstance(self.min_improvement, str):
-            return float(self.min_improvement[:-1]) / 100.0 * abs(best)
-        return float(self.min_improvement)
+        return in_units(self.min_improvement, best)
 
 
 class CheckConfig(_Section):
@@ -192,6 +202,9 @@ class HoldoutConfig(_Section):
     name: str = Field(default="", validate_default=True)
     goal: Goal = "maximize"
     tolerance: float = Field(default=0.0, ge=0)
+    # Holdout reads allowed per `overnight run` (0: no limit); would-be keeps beyond it are
+    # held as `suspect` for the morning instead of reading the holdout again.
+    budget: int = Field(default=0, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -213,6 +226,34 @@ class ConstraintConfig(_Section):
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"expected min <= max, got min = {self.min}, max = {self.max}")
         return self
+
+
+class JudgeConfig(_Section):
+    """Checks on the verdicts themselves (docs/trust.md: controls and sentinels)."""
+
+    # Every `controls` experiments, one is the unchanged best resubmitted blind (0: off).
+    controls: int = Field(default=0, ge=0)
+    # A keep whose runs took less than this share of the baseline's time is `suspect`
+    # (0: off; never for a metric whose name says it is a time).
+    wall_ratio: float = Field(default=0.1, ge=0, lt=1)
+    # A keep whose gain exceeds this (metric units, or "50%" of the best) is `suspect` (0: off).
+    max_jump: float | str = 0.0
+
+    @field_validator("controls")
+    @classmethod
+    def _controls(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("expected 0 (off) or a number >= 2 (one control every N experiments)")
+        return value
+
+    @field_validator("max_jump", mode="before")
+    @classmethod
+    def _jump(cls, value: Any) -> float | str:
+        return parse_amount(value)
+
+    def jump(self, best: float) -> float:
+        """`max_jump` in the metric's units (0: no bound)."""
+        return in_units(self.max_jump, best)
 
 
 class TracesConfig(_Section):
@@ -260,6 +301,7 @@ class Config(_Section):
     check: CheckConfig = Field(default_factory=CheckConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
     constraints: list[ConstraintConfig] = Field(default_factory=list, alias="constraint")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

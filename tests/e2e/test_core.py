@@ -99,6 +99,7 @@ def test_improvements_stack_and_everything_agrees(score_repo: Path, tmp_path: Pa
         "timeout": 0,
         "invalid": 1,
         "rejected": 0,
+        "suspect": 0,
     }
     assert st["metric"] == {"name": "score", "goal": "minimize"}
 

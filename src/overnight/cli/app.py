@@ -21,6 +21,7 @@ app.command()(serve.serve)
 app.command()(review.verify)
 app.command()(review.finish)
 app.command("apply")(review.apply_change)
+app.command()(review.accept)
 
 
 def main() -> None:

@@ -26,11 +26,16 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(rate_line(st))
     if st["pending"]:
         typer.echo(f"interrupted experiment(s) {st['pending']} will be re-run on resume")
+    if st["suspects"]:
+        more = " …" if len(st["suspects"]) > 20 else ""
+        shown = ", ".join(map(str, st["suspects"][:20])) + more
+        typer.echo(f"held for your review (suspect): {shown}; see `overnight show N`, keep one "
+                   "with `overnight accept N`")  # fmt: skip
     if st.get("constraints"):
         typer.echo(_constraints_line(st["constraints"], "best"))
-    from overnight.store.status import drift_line, holdout_line
+    from overnight.store.status import controls_line, drift_line, holdout_line
 
-    for line in (holdout_line(st, st["metric"]["name"]), drift_line(st)):
+    for line in (holdout_line(st, st["metric"]["name"]), drift_line(st), controls_line(st)):
         if line:
             typer.echo(line)
 
@@ -175,6 +180,16 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
             f"rule: {verdict.get('method')} (alpha {rule['alpha']:g}, min_improvement "
             f"{rule['threshold']:.4g}), decided at the {verdict.get('stage')} stage"
         )
+    if meta.get("control"):
+        c = meta["control"]
+        lines.append(f"control: the unchanged best (experiment {c['of']}) resubmitted blind; "
+                     f"the rule gave {c['verdict']}"
+                     + (" (a false keep)" if c.get("would_keep") else ""))  # fmt: skip
+    if meta.get("gain"):
+        g = meta["gain"]
+        interval = ("no interval" if g["low"] is None
+                    else f"{g['level']:.0%} CI {g['low']:.4g} to {g['high']:.4g}")  # fmt: skip
+        lines.append(f"gain: {g['gain']:.4g} ({interval}{', marginal' if g['marginal'] else ''})")
     if meta.get("isolation"):
         lines.append(f"isolation: {meta['isolation']}")
     return lines

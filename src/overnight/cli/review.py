@@ -134,6 +134,22 @@ def apply_change(
         typer.echo(f"already had the change: {', '.join(res.already)}")
 
 
+def accept(
+    n: Annotated[int, typer.Argument(help="Experiment number of a suspect.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Keep suspect N (a keep held for the morning review) on the study branch."""
+    from overnight.review.accept import accept_suspect
+
+    study = open_study(config)
+    rec = accept_suspect(study, n)
+    gain = rec.meta["gain"]
+    marginal = " (marginal)" if gain["marginal"] else ""
+    typer.echo(f"accepted experiment {n} ({rec.description}): the best now, "
+               f"{(rec.commit or '')[:7]} on {study.branch}; gain {gain['gain']:.4g} "
+               f"{study.cfg.metric.name}{marginal}")  # fmt: skip
+
+
 def verify(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Recompute every verdict from the ledger's stored values; exit 1 on any disagreement."""
     from overnight.judging.replay import verify_ledger

@@ -73,6 +73,13 @@ prefer_simpler = false
 #name = "holdout_accuracy"
 #goal = "maximize"
 #tolerance = 0
+#budget = 0                    # holdout runs allowed per night (0: no limit); then keeps are held
+
+# Checks on the verdicts (docs/trust.md): a live false-keep rate and implausibility sentinels.
+#[judge]
+#controls = 0                  # every N experiments, one is the unchanged best resubmitted blind
+#wall_ratio = 0.1              # a keep whose runs took < this share of the baseline's is held
+#max_jump = 0                  # a keep gaining more than this (or "50%") is held (0: no bound)
 
 # A secondary metric that must stay in range (max and/or min); repeat the block for more.
 #[[constraint]]

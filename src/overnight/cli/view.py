@@ -19,6 +19,7 @@ STATUS_STYLE = {
     "timeout": "magenta",
     "invalid": "yellow",
     "rejected": "bold red",
+    "suspect": "bold yellow",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from overnight.errors import OvernightError, UsageError
 from overnight.executors.registry import make_executor
 from overnight.experiment.context import build_context
+from overnight.experiment.controls import ControlSchedule, make_control
 from overnight.experiment.measure import Interrupted, Measurer, aggregate
 from overnight.experiment.pipeline import Pipeline
 from overnight.experiment.recorder import Recorder
@@ -94,6 +95,8 @@ class Loop:
                     tally.ran += 1
                     tally.kept += rec.status == "keep"
                 self._t0 = time.monotonic()
+                self.controls = ControlSchedule(self.cfg.judge.controls, self.opts.seed,
+                                                (self.rec._next or 1) - 1)  # fmt: skip
                 lookahead = self.slots if self.opts.lookahead is None else self.opts.lookahead
                 jobs = Jobs(
                     propose=self.propose, run=self._run_one, should_stop=self.should_stop,
@@ -280,7 +283,10 @@ class Loop:
     # == one experiment =====================================================================
 
     def propose(self) -> Proposal:
-        """Ask the proposer, in a daemon thread so Ctrl-C never waits for a slow model."""
+        """Ask the proposer, in a daemon thread so Ctrl-C never waits for a slow model; or,
+        when the schedule says so, hand out a control without asking it."""
+        if self.controls.next_is_control():
+            return make_control()
         with self.rec.lock:
             ctx = self._context()
             upcoming = self.rec._next or 0
@@ -314,7 +320,9 @@ class Loop:
     def _context(self) -> Any:
         best = self.rec.best
         assert best is not None
-        return build_context(self.study, list(self.rec.history), best.record, best.files,
+        # Controls are not the proposer's: it never sees them (nor learns from them).
+        history = [r for r in self.rec.history if r.control_of is None]
+        return build_context(self.study, history, best.record, best.files,
                              self.opts.seed)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
@@ -327,6 +335,8 @@ class Loop:
         self.ledger.clear_measurements(n)
         best = self.rec.best
         assert best is not None
+        if row["control_of"] is not None:  # a control: of the best as it is now
+            return self._after(self.pipeline.run(make_control(), 0, existing=n))
         if row["commit_sha"] and row["parent"] == best.commit:
             desc = Proposal(files={}, description=row["description"])
             return self._after(self.pipeline.evaluate(n, row["commit_sha"], desc, best, 0))
@@ -349,7 +359,7 @@ class Loop:
         drain = getattr(self.executor, "drain_events", None)  # e.g. Ray workers that died
         for name, fields in drain() if drain is not None else ():
             self.ledger.event(name, **fields)
-        if rec.experiment > 0:
+        if rec.experiment > 0 and rec.control_of is None:
             try:
                 self.proposer.observe(rec)
             except Exception as exc:  # learning is best-effort; never stop the loop

@@ -1,11 +1,14 @@
 """One candidate, top to bottom.
 
-    transfer onto the best → screen → commit → check gate → measure → judge → confirm →
-    holdout → (the best moved while it ran: transfer again and re-measure) → record
+    transfer onto the best → screen → commit → check gate → measure → judge → sentinels →
+    confirm → holdout (or hold: its budget is spent) → (the best moved while it ran:
+    transfer again and re-measure) → record
 
-Each stage is one method below, in that order. The pipeline reads the study's state and
-writes only through the loop's `Recorder`; judging is `judging.verdict.judge`, the very
-function `overnight verify` replays.
+A control (`[judge] controls`) enters at `control` instead of transfer/screen/commit — the
+unchanged best as a commit of its own — and then goes through the very same stages; only
+`record` knows, and stores it as never kept. Each stage is one method below, in that
+order. The pipeline reads the study's state and writes only through the loop's `Recorder`;
+judging is `judging.verdict.judge`, the very function `overnight verify` replays.
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from overnight.config import Config, ConstraintConfig
+from overnight.experiment.controls import Control
 from overnight.experiment.measure import Measurer, Run, aggregate
 from overnight.experiment.recorder import Best, Recorder
-from overnight.experiment.reference import best_holdout, reference
+from overnight.experiment.reference import best_holdout, has_holdout, reference
 from overnight.experiment.view import View
 from overnight.git.transfer import three_way_text
 from overnight.git.workspace import Workspace
 from overnight.isolation.integrity import outside_surface, surface_hash
+from overnight.judging import controls
 from overnight.judging.constraints import check_constraints
-from overnight.judging.rules import Rule, Verdict, surface_size
+from overnight.judging.effect import effect_of
+from overnight.judging.rules import Decision, Rule, Verdict, surface_size
+from overnight.judging.sentinels import SentinelRecord, is_time_metric
 from overnight.judging.stats import mean
 from overnight.judging.verdict import (
     ConfirmRecord,
@@ -32,6 +39,7 @@ from overnight.judging.verdict import (
     Reference,
     VerdictRecord,
     judge,
+    metric_decision,
 )
 from overnight.store.evidence import LedgerEvidence
 from overnight.store.records import ExperimentRecord, Proposal
@@ -84,28 +92,50 @@ class Pipeline:
         self.view = view
         self.evidence = LedgerEvidence(recorder.ledger)
         self.constraints = [c.model_dump() for c in cfg.constraints]
+        self._baseline_ids: list[int] | None = None
 
     # == the stages, in order ===============================================================
 
     def run(self, proposal: Proposal, slot: int, existing: int | None = None) -> ExperimentRecord:
-        """Number, carry over, screen and commit `proposal`, then evaluate it in `slot`.
-        `existing`: the number of an experiment a stopped controller left undecided."""
+        """Number, carry over, screen and commit `proposal` (or make a control), then
+        evaluate it in `slot`. `existing`: the number of an experiment a stopped controller
+        left undecided."""
         with self.rec.lock:
             best = self._best()
             n = self.rec.next_number() if existing is None else existing
-            moved = self.transfer(proposal, proposal.base_commit, best)
-            if moved.files is not None:
-                proposal.files = moved.files
-            files = {**best.files, **proposal.files}
-            digest = surface_hash(files)
-            if existing is None:
-                self.rec.proposed(n, proposal, best.commit, diff_text(best.files, proposal.files),
-                                  digest)  # fmt: skip
-            verdict = self.screen(n, proposal, files, digest, best, moved)
-            if verdict is not None:
-                return self.rec.verdict(n, verdict, None)
-            commit = self.commit(n, proposal, best, digest)
+            moved = None
+            if isinstance(proposal, Control):
+                commit = self.control(n, proposal, best, fresh=existing is None)
+            else:
+                moved = self.transfer(proposal, proposal.base_commit, best)
+                if moved.files is not None:
+                    proposal.files = moved.files
+                files = {**best.files, **proposal.files}
+                digest = surface_hash(files)
+                if existing is None:
+                    self.rec.proposed(n, proposal, best.commit,
+                                      diff_text(best.files, proposal.files), digest)  # fmt: skip
+                verdict = self.screen(n, proposal, files, digest, best, moved)
+                if verdict is not None:
+                    return self.rec.verdict(n, verdict, None)
+                commit = self.commit(n, proposal, best, digest)
         return self.evaluate(n, commit, proposal, best, slot, moved)
+
+    def control(self, n: int, proposal: Control, best: Best, fresh: bool) -> str:
+        """A control: the best resubmitted as a commit of its own. It is the best's twin —
+        the best's tree and message on the best's parent — so its diff against its parent,
+        its surface and its message look like a candidate's; no screen runs (its surface is
+        the best's: the duplicate check would give it away)."""
+        proposal.files = dict(best.files)
+        proposal.description = f"control: the unchanged best (experiment {best.experiment})"
+        parent = best.record.parent or best.commit  # the baseline: a child with its tree
+        if fresh:
+            self.rec.proposed(n, proposal, parent, "", best.hash, control_of=best.experiment)
+        commit = self.ws.commit_tree(self.ws.tree_id(best.commit), parent,
+                                     self.ws.message(best.record.description, n))  # fmt: skip
+        self.rec.applied(n, commit, parent, surface_hash=best.hash, diff="",
+                         control_of=best.experiment, description=proposal.description)  # fmt: skip
+        return commit
 
     def transfer(self, proposal: Proposal, made_on: str, best: Best) -> Transfer:
         """Carry a change made on an older best (run-ahead, parallel slots) onto `best`:
@@ -169,23 +199,21 @@ class Pipeline:
         description = proposal.description if proposal else ""
         self.rec.started(n, description)
         self.view.experiment_started(n, description, self.cfg.study.budget)
+        control = isinstance(proposal, Control)
         gate = self.check(n, commit, m)
         if gate is not None:
             verdict, wall = gate
-            return self.rec.verdict(n, verdict, None, wall_s=wall)
+            return self.record(n, verdict, None, [], None, best, control, wall_s=wall)
         transfer = moved.as_dict() if moved is not None and moved.how != "none" else None
         for round_ in range(1, MAX_ROUNDS + 1):
             self.rec.running_state(n)
             runs = self.measure(n, commit, m)
             verdict, record = self.judge(n, commit, runs, best, m)
             record.transfer = transfer
-            value, metrics, wall = aggregate(runs)
-            isolation = runs[0].facts.isolation if runs else None
             with self.rec.lock:
                 now = self._best()
-                if verdict.status != "keep" or now.commit == best.commit:
-                    return self.rec.verdict(n, verdict, record, value, metrics, wall,
-                                            commit=commit, isolation=isolation)  # fmt: skip
+                if control or verdict.status != "keep" or now.commit == best.commit:
+                    return self.record(n, verdict, record, runs, commit, best, control)
                 # It beat the best it was built on, but another slot kept something since.
                 cand = Proposal(files=self.ws.read_files(commit, self.surface), description="")
                 if proposal is not None:
@@ -202,8 +230,8 @@ class Pipeline:
                     why = f"the best kept moving while it was re-measured ({MAX_ROUNDS} times)"
                 if why:
                     record.stale = why
-                    return self.rec.verdict(n, judge(record, self.evidence, n), record, value,
-                                            metrics, wall, isolation=isolation)  # fmt: skip
+                    return self.record(n, judge(record, self.evidence, n), record, runs, None,
+                                       best, control)  # fmt: skip
                 assert again.files is not None
                 best = now
                 commit = self.ws.make_commit(best.commit, again.files,
@@ -246,6 +274,8 @@ class Pipeline:
             return self._judge(record, n, metrics), record
         record = self._metric_record(n, commit, ids, best)
         verdict = self._judge(record, n, metrics)
+        if verdict.status == "keep" and self.sentinels(record, best):
+            verdict = self._judge(record, n, metrics)
         if verdict.status == "keep" and self.cfg.metric.confirm:
             self.confirm(n, commit, record, m)
             verdict = self._judge(record, n, metrics)
@@ -253,6 +283,18 @@ class Pipeline:
             self.holdout(n, commit, record, best, m)
             verdict = self._judge(record, n, metrics)
         return verdict, record
+
+    def sentinels(self, record: VerdictRecord, best: Best) -> bool:
+        """The evidence the implausibility checks of a would-be keep need ([judge]
+        wall_ratio, max_jump); False when both are off."""
+        j = self.cfg.judge
+        ratio = 0.0 if is_time_metric(self.cfg.metric.name) else j.wall_ratio
+        jump = j.jump(best.record.value or 0.0)
+        if not ratio and not jump:
+            return False
+        record.stage = "sentinel"
+        record.sentinel = SentinelRecord(ratio, self._baseline_runs() if ratio else [], jump)
+        return True
 
     def confirm(self, n: int, commit: str, record: VerdictRecord, m: Measurer) -> None:
         """Re-run a would-be keep once more (`repeats` runs, new seeds)."""
@@ -267,13 +309,46 @@ class Pipeline:
             record.confirm.failed, record.confirm.reason = broken.status, broken.reason
 
     def holdout(self, n: int, commit: str, record: VerdictRecord, best: Best, m: Measurer) -> None:
-        """Measure a would-be keep on the hidden holdout, and the best's when it has none."""
+        """Measure a would-be keep on the hidden holdout, and the best's when it has none;
+        once the night's `[holdout] budget` of reads is spent, hold it for the morning."""
         h = self.cfg.holdout
         record.stage = "holdout"
-        _, ref_id = best_holdout(self.rec.ledger, m, best.record)
-        run = m.measure_holdout(n, commit)
+        reads = 1 if has_holdout(self.rec.ledger, best.record) else 2
+        if not self.rec.reserve_holdout(reads, h.budget):
+            record.hold = (f"the night's [holdout] budget of {h.budget} reads is spent "
+                           f"({self.rec.holdout_reads} read)")  # fmt: skip
+            return
+        try:
+            _, ref_id = best_holdout(self.rec.ledger, m, best.record)
+            run = m.measure_holdout(n, commit)
+        finally:
+            self.rec.release_holdout(reads)
         record.holdout = HoldoutRecord(ids=[run.id], reference_ids=[ref_id] if ref_id else [],
                                        tolerance=h.tolerance, goal=h.goal)  # fmt: skip
+
+    def record(
+        self, n: int, verdict: Verdict, record: VerdictRecord | None, runs: list[Run],
+        commit: str | None, best: Best, control: bool, wall_s: float | None = None,
+    ) -> ExperimentRecord:  # fmt: skip
+        """Store the verdict. A keep carries its effect size into the commit it lands as; a
+        control is stored as never kept, with what the rule gave it."""
+        value, metrics, wall = aggregate(runs)
+        isolation = runs[0].facts.isolation if runs else None
+        decision = self._decision(record, n) if record is not None else None
+        extra: dict[str, Any] = {}
+        trailer = None
+        if control:
+            gain = decision.gain if decision is not None else None
+            extra["control"] = controls.outcome(verdict, best.experiment, gain)
+            verdict = controls.stored_verdict(verdict, best.experiment)
+        elif verdict.status == "keep" and record is not None and decision is not None:
+            assert record.reference is not None
+            effect = effect_of(decision, (len(record.candidate), len(record.reference.ids) or 1))
+            extra["gain"] = effect.as_dict()
+            trailer = effect.trailer(self.cfg.metric.name)
+        return self.rec.verdict(n, verdict, record, value, metrics,
+                                wall if wall_s is None else wall_s, commit=commit,
+                                isolation=isolation, extra=extra, trailer=trailer)  # fmt: skip
 
     # == helpers ============================================================================
 
@@ -300,12 +375,20 @@ class Pipeline:
         record = VerdictRecord("metric", candidate=ids, rule=rule,
                                reference=Reference(best.experiment, ref_ids), noise=noise,
                                sizes=sizes)  # fmt: skip
-        first = self._first(record, n)
-        record.method, record.kind, record.p = first
+        first = metric_decision(record, self.evidence, n)
+        record.method, record.kind, record.p = first.method, first.kind, first.p
         return record
 
-    def _first(self, record: VerdictRecord, n: int) -> tuple[str, str, float | None]:
-        from overnight.judging.verdict import metric_decision
+    def _decision(self, record: VerdictRecord, n: int) -> Decision | None:
+        """The metric rule's decision on the candidate's runs (None: it never got there)."""
+        if record.rule is None or record.reference is None:
+            return None
+        return metric_decision(record, self.evidence, n)
 
-        d = metric_decision(record, self.evidence, n)
-        return d.method, d.kind, d.p
+    def _baseline_runs(self) -> list[int]:
+        """The measurement ids of the baseline's runs (the wall-time sentinel's yardstick)."""
+        if self._baseline_ids is None:
+            base = self.rec.ledger.get(0)
+            verdict = base.meta.get("verdict") if base is not None else None
+            self._baseline_ids = list((verdict or {}).get("candidate") or [])
+        return self._baseline_ids

@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from overnight.git.workspace import Workspace
 
 
+def with_trailer(ws: Workspace, commit: str, trailer: str) -> str:
+    """`commit` again (same tree, parent and message) with `trailer` added to the message:
+    the commit a keep lands as (its measured candidate stays as it was measured)."""
+    c = ws.repo[commit]
+    message = c.message.rstrip("\n") + "\n" + trailer + "\n"
+    return ws.commit_tree(str(c.tree_id), str(c.parent_ids[0]), message)
+
+
 @dataclass
 class Best:
     record: ExperimentRecord
@@ -50,6 +58,7 @@ class Tallies:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     cost_usd: float = 0.0
     baseline: float | None = None
+    controls: int = 0  # decided controls (counted under the status they were stored with)
 
 
 class Recorder:
@@ -69,6 +78,8 @@ class Recorder:
         self._clock = time.monotonic()
         self._next: int | None = None
         self.noise: NoisePool  # set by load()
+        self.holdout_reads = 0  # holdout runs this night (this `overnight run`)
+        self._holdout_reserved = 0  # reads of would-be keeps on their way
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -77,8 +88,13 @@ class Recorder:
         self.history = [r for r in self.ledger.records() if r.status is not None]
         self.history.sort(key=lambda r: (r.decided_at or 0.0, r.experiment))
         self.tallies = Tallies(self.ledger.counts(), self.ledger.total_cost())
+        self.tallies.controls = sum(1 for r in self.history if r.control_of is not None)
         base = self.ledger.get(0)
         self.tallies.baseline = base.value if base else None
+        # A night is one `overnight run`: the holdout budget counts the reads after this.
+        night = {"started_at": time.time(), "after_event": self.ledger.last_event_id()}
+        self.ledger.set_meta("night", json.dumps(night))
+        self.holdout_reads = 0
         self._next = self.ledger.next_number()
         self.noise = NoisePool(self.ledger)
         if self.ledger.last_keep() is not None:
@@ -100,12 +116,15 @@ class Recorder:
             n, self._next = self._next, self._next + 1
             return n
 
-    def proposed(self, n: int, proposal: Proposal, parent: str, diff: str, digest: str) -> None:
+    def proposed(
+        self, n: int, proposal: Proposal, parent: str, diff: str, digest: str,
+        control_of: int | None = None,
+    ) -> None:  # fmt: skip
         self.ledger.add_proposed(
             n, parent=parent, description=proposal.description, rationale=proposal.rationale,
             hypothesis=proposal.hypothesis, proposer=proposal.proposer, files=proposal.files,
             diff=diff, surface_hash=digest, cost_usd=proposal.cost_usd, usage=proposal.usage,
-            meta=proposal.meta,
+            meta=proposal.meta, control_of=control_of,
         )  # fmt: skip
         self.tallies.cost_usd += proposal.cost_usd
         self._save_proposal(n, proposal)
@@ -134,7 +153,24 @@ class Recorder:
         )  # fmt: skip
         with self.lock:
             self.noise.add(mid, n, kind, run.value)
+        if kind == "holdout":  # an event, never deleted: re-measured experiments count too
+            self.ledger.event("holdout_read", experiment=n, measurement=mid)
+            with self.lock:
+                self.holdout_reads += 1
         return mid
+
+    def reserve_holdout(self, reads: int, budget: int) -> bool:
+        """Claim `reads` holdout runs of the night's `budget` (0: no limit) for a would-be
+        keep; False when they would exceed it. Release them once run."""
+        with self.lock:
+            if budget and self.holdout_reads + self._holdout_reserved + reads > budget:
+                return False
+            self._holdout_reserved += reads
+            return True
+
+    def release_holdout(self, reads: int) -> None:
+        with self.lock:
+            self._holdout_reserved -= reads
 
     def retire(self, n: int) -> None:
         """Keep the runs of a candidate carried onto a newer best, but out of the way of its
@@ -161,25 +197,36 @@ class Recorder:
         wall_s: float | None = None,
         commit: str | None = None,
         isolation: str | None = None,
+        extra: dict[str, Any] | None = None,
+        trailer: str | None = None,
     ) -> ExperimentRecord:
-        """Store the verdict with the record of how it was reached; on a keep, advance the
-        branch from the best it was judged against (compare-and-swap) and make it the best.
-        Call with `lock` held when it can be a keep."""
+        """Store the verdict with the record of how it was reached (and `extra` meta); on a
+        keep, advance the branch from the best it was judged against (compare-and-swap) and
+        make it the best. A keep with a `trailer` (its effect size) lands as the candidate's
+        twin whose message carries it. Call with `lock` held when it can be a keep."""
         if verdict.status in ("crash", "timeout"):
             value = None  # a failed run has no result, whatever it printed before failing
         meta = None
-        if record is not None or isolation is not None:
+        if record is not None or isolation is not None or extra:
             row = self.ledger.get(n)
             meta = dict(row.meta) if row else {}
             if record is not None:
                 meta["verdict"] = record.to_dict()
             if isolation is not None:
                 meta["isolation"] = isolation
+            meta.update(extra or {})
+        keep = commit if verdict.status == "keep" and commit else None
+        landed = None
+        if keep and trailer:
+            # Written before the verdict that names it: a kill in between leaves an object
+            # nothing points to, and the resumed experiment is judged again.
+            landed = with_trailer(self.ws, keep, trailer)
+            self.ws.set_experiment_ref(n, landed)
         self.ledger.set_verdict(n, verdict.status, verdict.reason, value, metrics or {}, wall_s,
-                                meta=meta)  # fmt: skip
-        if verdict.status == "keep" and commit:
+                                meta=meta, commit=landed)  # fmt: skip
+        if keep:
             expected = self.best.commit if self.best is not None else None
-            self.ws.set_branch(commit, expected_old=expected)
+            self.ws.set_branch(landed or keep, expected_old=expected)
             self.load_best()
         rec = self.ledger.get(n)
         assert rec is not None
@@ -188,6 +235,7 @@ class Recorder:
             self.history.append(rec)
             if rec.status in self.tallies.counts:
                 self.tallies.counts[rec.status] += 1
+            self.tallies.controls += rec.control_of is not None
             if n == 0:
                 self.tallies.baseline = rec.value
         self.ledger.append_tsv(self.study.tsv_path, self.metric, rec)
@@ -207,6 +255,7 @@ class Recorder:
         """The fields the live view shows, without querying the ledger."""
         t, best = self.tallies, self.best
         tried = max(0, sum(t.counts.values()) - 1)
+        proposed = tried - t.controls  # a control is not a proposal: no hit to score
         kept = max(0, t.counts["keep"] - 1)
         run_s = float(self.ledger.get_meta("run_seconds", "0") or 0)
         return {
@@ -217,7 +266,7 @@ class Recorder:
                      "value": best.record.value if best else None,
                      "commit": best.commit if best else None},
             "counts": dict(t.counts), "cost_usd": round(t.cost_usd, 6),
-            "hit_rate": kept / tried if tried else None,
+            "hit_rate": kept / proposed if proposed > 0 else None,
             "experiments_per_hour": tried / (run_s / 3600) if run_s > 0 else None,
         }  # fmt: skip
 

@@ -69,6 +69,11 @@ class NoisePool:
         return NoiseUsed(noise.sd, noise.df, upto_id) if noise else None
 
 
+def has_holdout(ledger: Ledger, best: ExperimentRecord) -> bool:
+    """Whether the best's holdout value is stored (else `best_holdout` measures it)."""
+    return bool(_ok(ledger.measurements(best.experiment, "holdout"))) or not best.commit
+
+
 def best_holdout(
     ledger: Ledger, measurer: Measurer, best: ExperimentRecord
 ) -> tuple[float | None, int | None]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overnight.config import ConstraintConfig
+from overnight.judging import controls
+from overnight.judging.rules import Verdict
 from overnight.judging.stats import mean
 from overnight.judging.verdict import VerdictRecord, judge, noise_before
 from overnight.store.evidence import LedgerEvidence
@@ -95,6 +97,21 @@ class _Replay:
         return None
 
 
+def _compare(rec: ExperimentRecord, expected: str) -> str | None:
+    """What is wrong with the stored status, given the status the rule recomputes."""
+    if rec.control_of is None:
+        accepted = rec.status == "keep" and expected == "suspect" and "accepted" in rec.meta
+        if expected != rec.status and not accepted:
+            return f"recomputed {expected}, but the ledger says {rec.status}"
+        return None
+    stored = controls.stored_verdict(Verdict(expected, ""), rec.control_of).status
+    said = (rec.meta.get("control") or {}).get("verdict")
+    if stored != rec.status or said != expected:
+        return (f"a control: recomputed {expected} (stored as {stored}), but the ledger says "
+                f"{rec.status} (the rule gave {said})")  # fmt: skip
+    return None
+
+
 def verify_ledger(ledger: Ledger) -> VerifyReport:
     """Replay every decision in the order it was made."""
     report = VerifyReport()
@@ -126,10 +143,9 @@ def verify_ledger(ledger: Ledger) -> VerifyReport:
             report.disagreements.append((n, f"cannot be recomputed: {exc}"))
             continue
         report.checked += 1
-        if expected != rec.status:
-            report.disagreements.append(
-                (n, f"recomputed {expected}, but the ledger says {rec.status}")
-            )
+        problem = _compare(rec, expected)
+        if problem:
+            report.disagreements.append((n, problem))
         if rec.status == "keep":
             replay.best = n
             replay.kept.add(n)

@@ -103,6 +103,8 @@ class Decision:
     method: str  # "welch", "pooled" or "greedy"
     gain: float  # mean gain over the reference, in the metric's units (positive = better)
     p: float | None  # one-sided p-value of "no real improvement" (None for the ratchet)
+    se: float | None = None  # standard error of `gain` (None for the ratchet)
+    df: float | None = None  # its degrees of freedom
 
     @property
     def verdict(self) -> Verdict:
@@ -170,9 +172,10 @@ def decide(
         stats = f" (Welch t = {test.t:.3g}" if method == "welch" else f" (t = {test.t:.3g}"
         stats += f", p = {test.p:.3g}, α = {rule.alpha:g}, {_runs(candidate, reference)})"
     p = None if test is None else test.p
+    se, df = (None, None) if test is None else (test.se, test.df)
     if better:
         return Decision("keep", f"{change}: better than {best}{below}{stats}", "improvement",
-                        method, g, p)  # fmt: skip
+                        method, g, p, se, df)  # fmt: skip
     simpler = sizes is not None and sizes[1] < sizes[0]
     if rule.prefer_simpler and simpler and not_worse:
         assert sizes is not None
@@ -180,14 +183,14 @@ def decide(
             "keep",
             f"{change}: simpler ({sizes[0]} → {sizes[1]} lines) and not worse than {best} "
             f"within noise{stats}",
-            "simpler", method, g, p,
+            "simpler", method, g, p, se, df,
         )  # fmt: skip
     if test is None:
         v = greedy(name=rule.name, goal=rule.goal, value=cm, best=rm,
                    best_experiment=reference_experiment, threshold=rule.threshold)  # fmt: skip
         return Decision(v.status, v.reason, "", method, g, p)
     return Decision("discard", f"{change}: not significantly better than {best}{below}{stats}",
-                    "", method, g, p)  # fmt: skip
+                    "", method, g, p, se, df)  # fmt: skip
 
 
 def confirms(first: Decision, again: Decision) -> bool:

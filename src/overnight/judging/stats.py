@@ -160,3 +160,26 @@ def pooled_t(a: Sequence[float], b: Sequence[float], noise: Noise, margin: float
     """A t-test of H1: mean(a) - mean(b) > margin with a known-from-elsewhere pooled sd."""
     se = noise.sd * math.sqrt(1.0 / len(a) + 1.0 / len(b))
     return _test(mean(a) - mean(b), se, float(noise.df), margin)
+
+
+def _beta_ppf(q: float, a: float, b: float) -> float:
+    """x with I_x(a, b) = q, by bisection (I is increasing in x)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) confidence interval of a proportion, `k` of `n`: its
+    coverage is at least `level` whatever the true proportion, also for a handful of trials."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"expected 0 <= k <= n and n > 0, got k = {k}, n = {n}")
+    tail = (1.0 - level) / 2
+    lo = 0.0 if k == 0 else _beta_ppf(tail, k, n - k + 1)
+    hi = 1.0 if k == n else _beta_ppf(1.0 - tail, k + 1, n - k)
+    return lo, hi

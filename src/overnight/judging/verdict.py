@@ -17,12 +17,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from overnight.judging import sentinels
 from overnight.judging.rules import Decision, Rule, Verdict, confirms, decide, holdout_regressed
+from overnight.judging.sentinels import SentinelRecord
 from overnight.judging.stats import Noise, pooled_noise
 
 # Kinds of measurement that repeat the metric run of a commit (the holdout is another number).
 METRIC_KINDS = ("run", "confirm", "remeasure")
-STAGES = ("baseline", "failure", "constraint", "metric", "confirm", "holdout")
+STAGES = ("baseline", "failure", "constraint", "metric", "sentinel", "confirm", "holdout")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class RunRow:
     timed_out: bool
     value: float | None
     error: str | None
+    wall_s: float | None = None
 
 
 class Evidence(Protocol):
@@ -99,13 +102,15 @@ class VerdictRecord:
     constraints: list[dict[str, Any]] = field(default_factory=list)
     stale: str = ""  # it won, but could not be carried over to a best that moved on
     transfer: dict[str, Any] | None = None  # how the change was carried onto the best
+    sentinel: SentinelRecord | None = None  # the implausibility checks of a would-be keep
+    hold: str = ""  # why a would-be keep was held for the morning without its holdout run
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"stage": self.stage, "candidate": list(self.candidate)}
-        for name in ("method", "kind", "p", "stale"):
+        for name in ("method", "kind", "p", "stale", "hold"):
             if getattr(self, name) not in ("", None):
                 out[name] = getattr(self, name)
-        for name in ("rule", "reference", "noise", "confirm", "holdout", "transfer"):
+        for name in ("rule", "reference", "noise", "confirm", "holdout", "transfer", "sentinel"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value if isinstance(value, dict) else asdict(value)
@@ -145,6 +150,8 @@ class VerdictRecord:
             constraints=list(d.get("constraints") or []),
             stale=d.get("stale") or "",
             transfer=d.get("transfer") if isinstance(d.get("transfer"), dict) else None,
+            sentinel=sub("sentinel", SentinelRecord),
+            hold=d.get("hold") or "",
         )  # fmt: skip
 
 
@@ -243,6 +250,10 @@ def judge(
     if first.status != "keep":
         return first.verdict
     reason = first.reason
+    if rec.sentinel is not None:
+        suspect = _sentinels(rec, ev, n, first)
+        if suspect is not None:
+            return suspect
     if rec.confirm is not None:
         if rec.confirm.failed:
             failed = failure_of(ev.runs(n, "confirm"))
@@ -258,6 +269,8 @@ def judge(
         if not confirms(first, again):
             return Verdict("rejected", f"the confirming re-run did not hold: {again.reason}")
         reason = f"{first.reason}; confirmed by a re-run: {again.reason}"
+    if rec.hold:
+        return Verdict("suspect", f"{reason}; {sentinels.HELD}: {rec.hold}")
     if rec.holdout is not None:
         verdict = _holdout(rec, ev, n)
         if verdict is not None:
@@ -266,6 +279,19 @@ def judge(
         assert rec.reference is not None
         return Verdict("discard", f"beat experiment {rec.reference.experiment}, but {rec.stale}")
     return Verdict("keep", reason)
+
+
+def _sentinels(rec: VerdictRecord, ev: Evidence, n: int, first: Decision) -> Verdict | None:
+    s = rec.sentinel
+    assert s is not None and rec.rule is not None
+
+    def walls(rows: Sequence[RunRow], ids: Sequence[int]) -> list[float]:
+        wanted = set(ids)
+        return [r.wall_s for r in rows if r.id in wanted and r.wall_s is not None]
+
+    base = walls(ev.runs(0, "run"), s.baseline_ids) if s.wall_ratio > 0 else []
+    cand = walls(ev.runs(n, "run"), rec.candidate) if base else []
+    return sentinels.check(s, first, rec.rule.name, cand, base)
 
 
 def _holdout(rec: VerdictRecord, ev: Evidence, n: int) -> Verdict | None:

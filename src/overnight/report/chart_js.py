@@ -25,7 +25,7 @@ CHART_JS = r"""
     const keep = [], other = [];
     for (let i = 0; i < S.n.length; i++) {
       const v = S.v[i]; if (v === null) continue;
-      if (S.s[i] === 'k') keep.push(v); else if (S.s[i] === 'd' || S.s[i] === 'r') other.push(v);
+      if (S.s[i] === 'k') keep.push(v); else if ('drs'.includes(S.s[i])) other.push(v);
     }
     let vals = keep.slice();
     const mini = CFG.goal === 'minimize';
@@ -139,7 +139,7 @@ CHART_JS = r"""
       ctx.globalAlpha = c === 'd' ? (N > 300 ? 0.3 : 0.5) : 0.6;
       ctx.fillStyle = COLOR[c];
       const y = off ? edge : Y(v);
-      if (c === 'r') ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
+      if (c === 'r' || c === 's') ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
       else { ctx.beginPath(); ctx.arc(x, y, off ? r * 0.8 : r, 0, 2 * Math.PI); ctx.fill(); }
     }
     ctx.globalAlpha = 1;

@@ -11,8 +11,9 @@ DASHBOARD_JS = (
   const CFG = JSON.parse(document.getElementById('cfg').textContent);
   const TOKEN = new URLSearchParams(location.search).get('token');
   const COLOR = {k: '#1a9850', d: '#8c8c8c', c: '#d73027', t: '#7b3294', i: '#b8860b',
-                 r: '#f46d43'};
-  const NAME = {k: 'keep', d: 'discard', c: 'crash', t: 'timeout', i: 'invalid', r: 'rejected'};
+                 r: '#f46d43', s: '#e6ab02'};
+  const NAME = {k: 'keep', d: 'discard', c: 'crash', t: 'timeout', i: 'invalid', r: 'rejected',
+                s: 'suspect'};
   const PAGE = 50, POLL_MS = 2000;
   const S = {n: [], v: [], s: '', labels: {}, seen: new Set(), cursor: null, status: null,
              offset: 0, skew: 0, layout: null, currentKey: ''};
@@ -76,12 +77,23 @@ DASHBOARD_JS = (
         dur(st.elapsed_hours * 3600) + ' since start');
     add('failed', String(c.crash + c.timeout), c.crash + ' crash · ' + c.timeout + ' timeout · ' +
         c.invalid + ' invalid · ' + c.rejected + ' rejected');
+    if (c.suspect) {
+      add('held for review', String(c.suspect), 'suspect: keep with overnight accept N', 'bad');
+    }
     add('cost', '$' + (st.cost_usd || 0).toFixed(2), 'model calls');
+    if (st.controls && st.controls.run) {
+      const k = st.controls;
+      add('false-keep rate', pct(k.rate), k.would_keep + ' of ' + k.run + ' controls · CI ' +
+          pct(k.interval[0]) + '–' + pct(k.interval[1]), k.high ? 'bad' : '');
+    }
     if (st.holdout) {
       const hd = st.holdout;
       add('holdout ' + hd.name, fmt(hd.baseline) + ' → ' + fmt(hd.best),
           pct(hd.holdout_gain) + ' vs search ' + pct(hd.search_gain) +
           (hd.diverging ? ' ⚠ diverging' : ''), hd.diverging ? 'bad' : '');
+      const rd = hd.reads;
+      if (rd) add('holdout reads', rd.night + (rd.budget ? ' / ' + rd.budget : ''),
+                  'this night · ' + rd.total + ' in all');
     }
     $('headline').textContent = st.best.value === null ? 'no baseline yet' :
       CFG.metric + ' ' + fmt(st.baseline.value) + ' → ' + fmt(st.best.value) +
@@ -116,7 +128,8 @@ DASHBOARD_JS = (
       .map(b => b.value);
     const p = new URLSearchParams({offset: S.offset, limit: PAGE, order: 'desc',
                                    q: $('q').value.trim()});
-    if (statuses.length < 6) p.set('status', statuses.join(',') || 'none');
+    const every = document.querySelectorAll('input[name=status]').length;
+    if (statuses.length < every) p.set('status', statuses.join(',') || 'none');
     return api('api/experiments?' + p.toString()).then(data => {
       const body = $('rows'); body.textContent = '';
       for (const r of data.rows) {

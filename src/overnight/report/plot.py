@@ -20,11 +20,12 @@ DISCARD = "#8c8c8c"
 CRASH = "#d73027"
 TIMEOUT = "#7b3294"
 REJECTED = "#f46d43"
+SUSPECT = "#e6ab02"
 MAX_LABELS = 24
 RIGHT_ZONE = 0.78  # beyond this fraction of the x range, labels run left
 LABEL_CHARS = 38
 STATUS_NAME = {"k": "keep", "d": "discard", "c": "crash", "t": "timeout", "i": "invalid",
-               "r": "rejected"}  # fmt: skip
+               "r": "rejected", "s": "suspect"}  # fmt: skip
 
 
 def _short(text: str, limit: int = LABEL_CHARS) -> str:
@@ -135,7 +136,8 @@ def render_progress(
     kept_y = [k["value"] for k in measured]
     disc = [(n, v) for n, v, c in zip(ns, vs, codes, strict=True) if c == "d" and v is not None]
     rej = [(n, v) for n, v, c in zip(ns, vs, codes, strict=True) if c == "r" and v is not None]
-    lim = y_limits(kept_y, [v for _, v in disc + rej], goal)
+    sus = [(n, v) for n, v, c in zip(ns, vs, codes, strict=True) if c == "s" and v is not None]
+    lim = y_limits(kept_y, [v for _, v in disc + rej + sus], goal)
     size = 2.2 if total > 3000 else 3.2 if dense else 5
 
     def draw(pairs: list[tuple[int, float]], **style: Any) -> list[int]:
@@ -150,6 +152,8 @@ def render_progress(
                label=f"discarded ({len(disc)})")  # fmt: skip
     out += draw(rej, marker="s", ls="none", color=REJECTED, alpha=0.3 if dense else 0.6,
                 label=f"rejected ({len(rej)})")  # fmt: skip
+    out += draw(sus, marker="D", ls="none", color=SUSPECT, alpha=0.9,
+                label=f"held for review ({len(sus)})")  # fmt: skip
     if lim and out:
         worse_edge = lim[1] if goal == "minimize" else lim[0]
         ax.plot(out, [worse_edge] * len(out), "^" if goal == "minimize" else "v", ms=size,

@@ -29,6 +29,7 @@ STATUS_CODE = {
     "timeout": "t",
     "invalid": "i",
     "rejected": "r",
+    "suspect": "s",
 }
 TABLE_COLUMNS = "n, state, status, value, description, reason, wall_s, proposer, decided_at"
 TEXT_CAP = 400  # characters of description/reason per table row; the page shows the rest

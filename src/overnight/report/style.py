@@ -13,8 +13,8 @@ from overnight.judging.rules import fmt
 
 CSS = """
 :root { --keep:#1a9850; --discard:#8c8c8c; --crash:#d73027; --timeout:#7b3294;
-  --invalid:#b8860b; --rejected:#f46d43; --ink:#1f2328; --muted:#656d76; --line:#d0d7de;
-  --bg:#ffffff; --panel:#f6f8fa; }
+  --invalid:#b8860b; --rejected:#f46d43; --suspect:#e6ab02; --ink:#1f2328; --muted:#656d76;
+  --line:#d0d7de; --bg:#ffffff; --panel:#f6f8fa; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
   color: var(--ink); background: var(--bg); margin: 0; }
@@ -41,7 +41,7 @@ tr.row:hover { background: #f3f6fa; }
   font-weight: 600; color: #fff; background: var(--discard); white-space: nowrap; }
 .pill.keep { background: var(--keep); } .pill.crash { background: var(--crash); }
 .pill.timeout { background: var(--timeout); } .pill.invalid { background: var(--invalid); }
-.pill.rejected { background: var(--rejected); }
+.pill.rejected { background: var(--rejected); } .pill.suspect { background: var(--suspect); }
 .pill.running, .pill.proposed, .pill.applied, .pill.measured { background: #0969da; }
 .pill.aborted { background: #57606a; }
 .reason { color: var(--muted); }
@@ -159,6 +159,23 @@ def summary_cards(st: dict[str, Any]) -> str:
             f"{num(hold.get('baseline'))} → {num(hold.get('best'))}",
             f"{pct(hold.get('holdout_gain'))} vs search {pct(hold.get('search_gain'))}"
             + (" ⚠ diverging" if hold.get("diverging") else ""),
+        ))  # fmt: skip
+        reads = hold.get("reads")
+        if reads:
+            budget = f" / {reads['budget']}" if reads["budget"] else ""
+            cards.append(("holdout reads", f"{reads['night']}{budget}",
+                          f"this night · {reads['total']} in all"))  # fmt: skip
+    if counts.get("suspect"):
+        cards.append(("held for review", f"{counts['suspect']}",
+                      "suspect: keep one with overnight accept N"))  # fmt: skip
+    ctl = st.get("controls")
+    if ctl and ctl.get("run"):
+        low, high = ctl["interval"]
+        cards.append((
+            "false-keep rate", f'<span class="{"bad" if ctl["high"] else ""}">'
+            f"{pct(ctl['rate'])}</span>",
+            f"{ctl['would_keep']} of {ctl['run']} controls · {ctl['level']:.0%} CI "
+            f"{pct(low)}–{pct(high)}" + (f" · {ctl['suggestion']}" if ctl["high"] else ""),
         ))  # fmt: skip
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}'

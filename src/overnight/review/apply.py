@@ -78,6 +78,9 @@ def _change(study: Study, n: int) -> tuple[str, str, str]:
         raise UsageError(f"study {study.name!r} has no experiment {n}")
     if n == 0:
         raise UsageError("experiment 0 is the baseline: it changes nothing")
+    if row.get("control_of") is not None:
+        raise UsageError(f"experiment {n} is a control (the unchanged best, experiment "
+                         f"{row['control_of']}, measured blind): it changes nothing")  # fmt: skip
     parent, commit, desc = row["parent"], row["commit_sha"], row["description"]
     ws = study.ws
     if commit and parent and ws.commit_exists(commit) and ws.commit_exists(parent):

@@ -4,6 +4,7 @@ pipeline judges from what it just stored, and `overnight verify` from the same r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from overnight.judging.verdict import RunRow
 from overnight.store.ledger import Ledger
@@ -62,8 +63,8 @@ class LedgerEvidence:
         return rec.value if rec is not None else None
 
 
-def _row(r: dict) -> RunRow:
+def _row(r: dict[str, Any]) -> RunRow:
     return RunRow(
         id=r["id"], kind=r["kind"], exit_code=r["exit_code"], timed_out=bool(r["timed_out"]),
-        value=r["value"], error=r["error"],
+        value=r["value"], error=r["error"], wall_s=r.get("wall_s"),
     )  # fmt: skip

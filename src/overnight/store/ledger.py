@@ -18,67 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.store.records import STATUSES, ExperimentRecord
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS experiments (
-    n INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    status TEXT,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    commit_sha TEXT,
-    parent TEXT,
-    description TEXT NOT NULL DEFAULT '',
-    rationale TEXT NOT NULL DEFAULT '',
-    hypothesis TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    wall_s REAL,
-    proposer TEXT NOT NULL DEFAULT '',
-    cost_usd REAL NOT NULL DEFAULT 0,
-    usage TEXT NOT NULL DEFAULT '{}',
-    files TEXT,
-    diff TEXT NOT NULL DEFAULT '',
-    surface_hash TEXT,
-    meta TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    decided_at REAL
-);
-CREATE INDEX IF NOT EXISTS experiments_status ON experiments(status);
-CREATE INDEX IF NOT EXISTS experiments_hash ON experiments(surface_hash);
--- Read side at 100k experiments: counts, cost and the chart's points come from this covering
--- index instead of scanning rows that carry whole diffs; the partial index finds the few
--- undecided rows (`state!='decided'`) without a scan; decided_at is the dashboard's cursor.
-CREATE INDEX IF NOT EXISTS experiments_decided ON experiments(state, n, status, value, cost_usd);
-CREATE INDEX IF NOT EXISTS experiments_undecided ON experiments(n) WHERE state!='decided';
-CREATE INDEX IF NOT EXISTS experiments_decided_at ON experiments(decided_at);
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    n INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    repeat INTEGER NOT NULL DEFAULT 0,
-    value REAL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    exit_code INTEGER,
-    timed_out INTEGER NOT NULL DEFAULT 0,
-    wall_s REAL,
-    error TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS measurements_n ON measurements(n);
-CREATE INDEX IF NOT EXISTS measurements_kind ON measurements(kind, n);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-_COLUMNS = (
-    "n, state, status, value, metrics, commit_sha, parent, description, rationale, hypothesis,"
-    " reason, wall_s, proposer, cost_usd, meta, created_at, decided_at"
-)
+from overnight.store.schema import COLUMNS, SCHEMA, migrate, readable_columns
 
 
 def _json(value: Any) -> str:
@@ -100,9 +40,17 @@ class Ledger:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self._columns = COLUMNS
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db.executescript(SCHEMA)
+            with self.tx() as db:
+                migrate(db)
+        elif path.exists():
+            self._columns = readable_columns(self.db)
+
+    def has_column(self, name: str) -> bool:
+        return name in self._columns.replace(" ", "").split(",")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -156,6 +104,16 @@ class Ledger:
                 (time.time(), kind, _json(data)),
             )
 
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT MAX(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def count_events(self, kind: str, after_id: int = 0) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE kind=? AND id>?", (kind, after_id)
+        ).fetchone()
+        return int(row[0])
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT at, kind, data FROM events"
         rows = self.db.execute(sql + (" WHERE kind=?" if kind else ""), (kind,) if kind else ())
@@ -182,16 +140,17 @@ class Ledger:
         cost_usd: float = 0.0,
         usage: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        control_of: int | None = None,
     ) -> None:
         with self.tx() as db:
             db.execute(
                 "INSERT INTO experiments(n, state, parent, description, rationale, hypothesis,"
-                " proposer, files, diff, surface_hash, cost_usd, usage, meta, created_at)"
-                " VALUES (?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " proposer, files, diff, surface_hash, cost_usd, usage, meta, created_at,"
+                " control_of) VALUES (?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     n, parent, description, rationale, hypothesis, proposer,
                     _json(files) if files is not None else None, diff, surface_hash,
-                    cost_usd, _json(usage or {}), _json(meta or {}), time.time(),
+                    cost_usd, _json(usage or {}), _json(meta or {}), time.time(), control_of,
                 ),
             )  # fmt: skip
 
@@ -215,13 +174,16 @@ class Ledger:
         metrics: dict[str, float],
         wall_s: float | None,
         meta: dict[str, Any] | None = None,
+        commit: str | None = None,
     ) -> None:
         """Record the verdict (and, in the same transaction, the experiment's meta with the
-        record of how it was reached). Idempotent: recording the same verdict again changes
-        nothing."""
+        record of how it was reached, and the commit that is kept when it is not the
+        candidate's own). Idempotent: recording the same verdict again changes nothing."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         extra, args = ("", ()) if meta is None else (", meta=?", (_json(meta),))
+        if commit is not None:
+            extra, args = extra + ", commit_sha=?", (*args, commit)
         with self.tx() as db:
             db.execute(
                 "UPDATE experiments SET state='decided', status=?, reason=?, value=?, metrics=?,"
@@ -325,10 +287,11 @@ class Ledger:
             created_at=row["created_at"],
             decided_at=row["decided_at"],
             meta=json.loads(row["meta"]),
+            control_of=row["control_of"],
         )
 
     def get(self, n: int) -> ExperimentRecord | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM experiments WHERE n=?", (n,)).fetchone()
+        row = self.db.execute(f"SELECT {self._columns} FROM experiments WHERE n=?", (n,)).fetchone()
         return self._record(row) if row else None
 
     def row(self, n: int) -> dict[str, Any] | None:
@@ -339,7 +302,7 @@ class Ledger:
     def records(
         self, decided_only: bool = True, limit: int | None = None, offset: int = 0
     ) -> list[ExperimentRecord]:
-        sql = f"SELECT {_COLUMNS} FROM experiments"
+        sql = f"SELECT {self._columns} FROM experiments"
         if decided_only:
             sql += " WHERE state='decided'"
         sql += " ORDER BY n"
@@ -353,7 +316,7 @@ class Ledger:
 
     def last_keep(self) -> ExperimentRecord | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM experiments WHERE status='keep'"
+            f"SELECT {self._columns} FROM experiments WHERE status='keep'"
             " ORDER BY decided_at DESC, n DESC LIMIT 1"
         ).fetchone()
         return self._record(row) if row else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "rejected")
+STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "rejected", "suspect")
 
 
 @dataclass
@@ -58,6 +58,8 @@ class ExperimentRecord:
     created_at: float = 0.0
     decided_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # A control: the unchanged best (this experiment) resubmitted blind; never kept.
+    control_of: int | None = None
 
     def public(self) -> dict[str, Any]:
         """The JSON shape of `log --json` (DESIGN §4.2)."""
@@ -74,4 +76,5 @@ class ExperimentRecord:
             "proposer": self.proposer,
             "rationale": self.rationale,
             "cost_usd": self.cost_usd,
+            "control_of": self.control_of,
         }

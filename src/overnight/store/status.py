@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from overnight.config import Config
+from overnight.judging.controls import ControlRow, summarize
 from overnight.judging.rules import fmt, gain
 from overnight.store.ledger import Ledger
 
@@ -55,8 +56,40 @@ def holdout_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:
         "best": best["holdout"] if best else None,
         "diverging": diverging,
         "rejected": rejected,
+        "reads": holdout_reads(cfg, ledger),
         "keeps": series,
     }
+
+
+def holdout_reads(cfg: Config, ledger: Ledger) -> dict[str, Any]:
+    """Every run of the holdout, this night (the latest `overnight run`) and in total,
+    against `[holdout] budget` (reads per night, 0: no limit)."""
+    night = json.loads(ledger.get_meta("night") or "{}")
+    return {
+        "night": ledger.count_events("holdout_read", int(night.get("after_event", 0))),
+        "total": ledger.count_events("holdout_read"),
+        "budget": cfg.holdout.budget,
+        "held": sum(1 for (meta,) in ledger.db.execute(
+            "SELECT meta FROM experiments WHERE status='suspect' AND meta LIKE '%\"hold\"%'")
+            if json.loads(meta).get("verdict", {}).get("hold")),
+    }  # fmt: skip
+
+
+def controls_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:
+    """The night's measured false-keep rate (`[judge] controls`); None when no control was
+    ever scheduled. One indexed query over the controls only."""
+    rows = []
+    if ledger.has_column("control_of"):
+        for n, status, meta in ledger.db.execute(
+            "SELECT n, status, meta FROM experiments WHERE control_of IS NOT NULL"
+            " AND state='decided' ORDER BY n"
+        ):
+            c = json.loads(meta).get("control") or {}
+            rows.append(ControlRow(n, c.get("verdict") or status, c.get("gain")))
+    if not rows and not cfg.judge.controls:
+        return None
+    m = cfg.metric
+    return summarize(rows, cfg.judge.controls, m.alpha, m.repeats, m.confirm)
 
 
 def drift_status(ledger: Ledger) -> dict[str, Any] | None:
@@ -95,6 +128,12 @@ def holdout_line(status: dict[str, Any], metric: str) -> str | None:
             f"{fmt(h['baseline'])} → {fmt(h['best'])}")  # fmt: skip
     if h["rejected"]:
         line += f"  ({h['rejected']} keep(s) refused by the holdout)"
+    reads = h.get("reads")
+    if reads:
+        budget = f" of {reads['budget']}" if reads["budget"] else ""
+        line += f"  ·  {reads['night']}{budget} holdout read(s) this night, {reads['total']} in all"
+        if reads["held"]:
+            line += f", {reads['held']} keep(s) held: budget spent"
     if h["diverging"]:
         line += "  ⚠ diverging: the search metric improved, the holdout did not (overfitting?)"
     return line
@@ -112,3 +151,17 @@ def drift_line(status: dict[str, Any]) -> str | None:
     flag = "  ⚠ significant" if last.get("significant") else ""
     return (f"drift: best (experiment {last['experiment']}) re-measured {d['remeasured']}×, "
             f"last {fmt(last['before'])} → {fmt(last['after'])}{sigma}{p}{flag}")  # fmt: skip
+
+
+def controls_line(status: dict[str, Any]) -> str | None:
+    c = status.get("controls")
+    if not c:
+        return None
+    if not c["run"]:
+        return f"controls: one in every {c['every']} experiments; none judged yet"
+    low, high = c["interval"]
+    text = (f"false-keep rate {c['rate']:.1%}: {c['would_keep']} of {c['run']} controls would "
+            f"have been kept ({c['level']:.0%} CI {low:.1%}–{high:.1%}; alpha {c['alpha']:g})")
+    if c["high"]:
+        text += f"  ⚠ above alpha: {c['suggestion']}"
+    return text  # fmt: skip

@@ -11,7 +11,7 @@ from overnight.errors import UsageError
 from overnight.git.workspace import Workspace, find_repo_root
 from overnight.store.ledger import Ledger
 from overnight.store.records import ExperimentRecord
-from overnight.store.status import drift_status, holdout_status
+from overnight.store.status import controls_status, drift_status, holdout_status
 
 CONFIG_NAME = "overnight.toml"
 
@@ -114,6 +114,8 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
     tried = records_n - (1 if baseline and baseline.status else 0)
     kept = counts["keep"] - (1 if baseline and baseline.status == "keep" else 0)
     pending = [r["n"] for r in ledger.undecided()]
+    controls = controls_status(study.cfg, ledger)
+    proposed = tried - (controls["run"] + controls["failed"] if controls else 0)
     return {
         "study": study.name,
         "branch": study.branch,
@@ -130,7 +132,7 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "experiments": records_n,
         "counts": counts,
         "cost_usd": round(ledger.total_cost(), 6),
-        "hit_rate": (kept / tried) if tried > 0 else None,
+        "hit_rate": (kept / proposed) if proposed > 0 else None,
         "experiments_per_hour": (tried / (run_s / 3600)) if run_s > 0 else None,
         "elapsed_hours": elapsed_h,
         "pending": pending,
@@ -138,7 +140,10 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "constraints": constraint_rows(study.cfg, best.metrics if best else {}),
         "holdout": holdout_status(study.cfg, ledger),
         "drift": drift_status(ledger),
-    }
+        "controls": controls,
+        "suspects": [n for (n,) in ledger.db.execute(
+            "SELECT n FROM experiments WHERE status='suspect' ORDER BY n")],
+    }  # fmt: skip
 
 
 def constraint_rows(cfg: Config, metrics: dict[str, float]) -> list[dict[str, Any]]:
