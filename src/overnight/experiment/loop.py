@@ -63,7 +63,7 @@ class RunSummary:
 
 class Loop:
     def __init__(self, study: Study, options: RunOptions, view: View | None = None,
-                 executor: Any = None) -> None:  # fmt: skip
+                 executor: Any = None, proposer: BaseProposer | None = None) -> None:  # fmt: skip
         self.study = study
         self.cfg = study.cfg
         self.opts = options
@@ -72,6 +72,7 @@ class Loop:
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self._executor = executor  # an executor given by the caller (tests: FakeExecutor)
+        self._proposer = proposer  # a proposer given by the caller (`overnight mcp`: the agent)
 
     # == the whole run ======================================================================
 
@@ -152,8 +153,11 @@ class Loop:
             setup.protected, workers=self.opts.workers, sandbox=setup.sandbox,
         )  # fmt: skip
         self.proposer: BaseProposer
-        self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
-                                           seed=self.opts.seed)  # fmt: skip
+        if self._proposer is not None:
+            self.proposer, why = self._proposer, f"proposer: {self._proposer.describe()}"
+        else:
+            self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
+                                               seed=self.opts.seed)  # fmt: skip
         self.ws.ensure_excluded()
         self.ledger = Ledger(self.study.ledger_path)
         self.rec = Recorder(self.study, self.ledger, self.ws, self.surface)
@@ -303,7 +307,9 @@ class Loop:
         else:
             proposal = box["p"]
         proposal.proposer = proposal.proposer or self.proposer.name
-        proposal.base_commit = ctx.best_commit
+        # What the change was made on: the context's best, unless the proposer knows better
+        # (a submission waited for is made on the best of the moment it arrived).
+        proposal.base_commit = proposal.base_commit or ctx.best_commit
         return proposal
 
     def _context(self) -> Any:

@@ -1,0 +1,409 @@
+"""End-to-end: a scripted coding agent drives a study through `overnight mcp`, with the MCP
+SDK's own client over stdio (the server is the real `overnight mcp` subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import git, make_repo, overnight_env, run_cli
+
+mcp = pytest.importorskip("mcp")
+from mcp import ClientSession, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
+
+# X and Y sit far apart so that two concurrent changes merge; a run holds while $HOLD_FILE
+# exists (and writes its pid), so a test decides when a run may end.
+BASE = """\
+import os, time
+X = 10
+# -
+# -
+# -
+Y = 0
+if os.path.exists(os.environ.get("HOLD_FILE", "")):
+    open(os.environ["HOLD_PIDS"], "a").write(f"{os.getpid()}\\n")
+    while os.path.exists(os.environ["HOLD_FILE"]):
+        time.sleep(0.05)
+print(f"score: {X + Y}")
+"""
+
+CONFIG = """\
+[study]
+name = "t"
+surface = ["score.py"]
+budget = "30s"
+
+[run]
+command = "python score.py"
+
+[metric]
+name = "score"
+goal = "minimize"
+"""
+
+HOLDOUT = """
+[holdout]
+command = "python heldout.py"
+name = "heldout"
+goal = "maximize"
+"""
+
+
+def score(x: int = 10, y: int = 0) -> str:
+    return BASE.replace("X = 10", f"X = {x}").replace("Y = 0", f"Y = {y}")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo", {
+        "score.py": BASE, "overnight.toml": CONFIG + HOLDOUT, "program.md": "Make X small.\n",
+        "helper.txt": "locked\n", "heldout.py": "print('heldout: 1')\n",
+    })  # fmt: skip
+
+
+@pytest.fixture
+def hold(tmp_path: Path) -> dict[str, str]:
+    return {"HOLD_FILE": str(tmp_path / "hold"), "HOLD_PIDS": str(tmp_path / "pids")}
+
+
+@asynccontextmanager
+async def agent(repo: Path, env: dict[str, str] | None = None,
+                *args: str) -> AsyncIterator[ClientSession]:  # fmt: skip
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "overnight", "mcp", *args], cwd=str(repo),
+        env=overnight_env(env),
+    )  # fmt: skip
+    with open(repo.parent / "server.log", "a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
+
+
+async def call(s: ClientSession, tool: str, progress: Any = None, **args: Any) -> dict:
+    res = await s.call_tool(tool, args, progress_callback=progress)
+    text = res.content[0].text
+    assert not res.is_error, text
+    assert res.structured_content == json.loads(text)
+    return json.loads(text)
+
+
+async def refused(s: ClientSession, tool: str, **args: Any) -> str:
+    res = await s.call_tool(tool, args)
+    assert res.is_error
+    return res.content[0].text
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if hasattr(value, "__await__"):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await anyio.sleep(0.05)
+
+
+async def ready(s: ClientSession) -> dict:
+    async def check() -> dict | None:
+        st = await call(s, "study")
+        return st if st["session"]["state"] == "ready" else None
+
+    return await until(check)
+
+
+async def decided(s: ClientSession, n: int) -> dict:
+    async def check() -> dict | None:
+        info = await call(s, "show", experiment=n)
+        return info if info["status"] else None
+
+    return await until(check)
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def cli_json(repo: Path, *args: str) -> Any:
+    out = run_cli(repo, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def verify(repo: Path) -> None:
+    out = run_cli(repo, "verify")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# == a scripted session ============================================================================
+
+
+def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
+    notes: list[str] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        notes.append(message or "")
+
+    async def scenario() -> dict:
+        async with agent(repo) as s:
+            tools = await s.list_tools()
+            assert [t.name for t in tools.tools] == ["study", "submit", "show", "stop"]
+            st = await ready(s)
+            assert st["triplet"]["surface"] == ["score.py"]
+            assert st["triplet"]["metric"]["name"] == "score" and st["triplet"]["budget_s"] == 30
+            assert st["instructions"] == "Make X small.\n"
+            assert st["best"] == {"experiment": 0, "value": 10.0, "commit": st["best"]["commit"],
+                                  "surface": {"score.py": BASE}}  # fmt: skip
+            assert "heldout" not in json.dumps(st)  # the holdout is never shown to the agent
+
+            win = await call(s, "submit", progress, files={"score.py": score(5)},
+                             description="X 10 → 5", hypothesis="a smaller X scores lower")
+            assert (win["experiment"], win["status"], win["value"]) == (1, "keep", 5.0)
+            assert notes and all(n for n in notes)  # progress while it waited
+            lose = await call(s, "submit", files={"score.py": score(7)}, description="X → 7")
+            assert (lose["experiment"], lose["status"], lose["value"]) == (2, "discard", 7.0)
+            assert "not better" in lose["reason"]
+            out = await call(s, "submit", files={"score.py": score(3), "helper.txt": "x\n"},
+                             description="X → 3 and a locked file")  # fmt: skip
+            assert (out["experiment"], out["status"]) == (3, "rejected")
+            assert "outside the surface: helper.txt" in out["reason"]
+
+            # Refused at the door, nothing recorded: unknown or mistyped arguments.
+            text = await refused(s, "submit", files={"score.py": score(4)}, description="x",
+                                 branch="main")  # fmt: skip
+            assert "unknown argument 'branch'" in text
+            assert "missing argument 'description'" in await refused(
+                s, "submit", files={"score.py": score(4)})
+            assert "experiment" in await refused(s, "show", experiment="1")
+            assert "unknown argument" in await refused(s, "stop", force=True)
+            assert "unknown tool" in await refused(s, "set_config", metric="x")
+
+            # wait=false: only the number, then poll with show. An absolute path is accepted.
+            quick = await call(s, "submit", files={str(repo / "score.py"): score(4)},
+                               description="X → 4", wait=False)  # fmt: skip
+            assert quick == {"experiment": 4}
+            assert (await decided(s, 4))["status"] == "keep"
+
+            st = await call(s, "study")
+            assert [(r["experiment"], r["status"]) for r in st["history"]] == [
+                (0, "keep"), (1, "keep"), (2, "discard"), (3, "rejected"), (4, "keep")]
+            assert st["history"][1]["hypothesis"] == "a smaller X scores lower"
+            assert st["best"]["experiment"] == 4 and st["best"]["surface"]["score.py"] == score(4)
+            shown = await call(s, "show", experiment=1)
+
+            stopped = await call(s, "stop")
+            assert stopped["stopped"] and stopped["status"]["best"]["experiment"] == 4
+            assert "session is over" in await refused(s, "submit", files={"score.py": score(2)},
+                                                      description="too late")  # fmt: skip
+            st = await call(s, "study")  # still answers after stop
+            assert st["session"]["state"] == "over"
+            return shown
+
+    shown = anyio.run(scenario)
+    # The same record as `overnight show 1 --json`, less the holdout.
+    cli = cli_json(repo, "show", "1")
+    assert any("holdout" in m["kind"] for m in cli["measurements"])
+    assert "holdout" in cli["meta"]["verdict"]
+    cli["measurements"] = [m for m in cli["measurements"] if "holdout" not in m["kind"]]
+    del cli["meta"]["verdict"]["holdout"]
+    assert shown == cli
+
+    log = cli_json(repo, "log")
+    assert [r["status"] for r in log] == ["keep", "keep", "discard", "rejected", "keep"]
+    assert {r["proposer"] for r in log[1:]} == {"mcp"}
+    assert git(repo, "rev-parse", "overnight/t") == log[4]["commit"]
+    assert git(repo, "show", "overnight/t:helper.txt") == "locked"
+    assert "Overnight-Experiment: 4" in git(repo, "log", "-1", "--format=%B", "overnight/t")
+    verify(repo)
+    # The session is over: the study lock is free for `run`, and numbering goes on.
+    assert run_cli(repo, "status").returncode == 0
+
+
+def test_concurrent_submits_up_to_the_slots(repo: Path, hold: dict[str, str]) -> None:
+    pids, hold_file = Path(hold["HOLD_PIDS"]), Path(hold["HOLD_FILE"])
+
+    async def scenario() -> dict:
+        results: dict[str, dict] = {}
+        async with agent(repo, hold, "--workers", "2") as s:
+            st = await ready(s)
+            assert st["session"]["slots"] == 2
+            hold_file.write_text("")
+
+            async def one(key: str, files: dict[str, str], description: str) -> None:
+                results[key] = await call(s, "submit", files=files, description=description)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "x", {"score.py": score(x=7)}, "X 10 → 7")
+                tg.start_soon(one, "y", {"score.py": score(y=-2)}, "Y 0 → -2")
+                await until(lambda: lines(pids) == 2)  # both run at once
+                st = await call(s, "study")
+                assert sorted(r["experiment"] for r in st["running"]) == [1, 2]
+                assert st["left"]["free_slots"] == 0
+                text = await refused(s, "submit", files={"score.py": score(x=1)},
+                                     description="a third")  # fmt: skip
+                assert "slot(s) are taken" in text
+                hold_file.unlink()
+            st = await call(s, "study")
+        return {"results": results, "study": st}
+
+    out = anyio.run(scenario)
+    results = out["results"]
+    assert sorted(r["experiment"] for r in results.values()) == [1, 2]
+    # Both are kept: the second to finish is carried onto the first one's keep and re-measured.
+    assert {r["status"] for r in results.values()} == {"keep"}
+    assert out["study"]["best"]["value"] == 5.0
+    assert out["study"]["best"]["surface"]["score.py"] == score(x=7, y=-2)
+    log = cli_json(repo, "log")
+    assert [r["experiment"] for r in log] == [0, 1, 2]
+    verify(repo)
+
+
+def test_kill9_of_the_server_mid_experiment_then_resume(repo: Path, hold: dict[str, str]) -> None:
+    pids, hold_file = Path(hold["HOLD_PIDS"]), Path(hold["HOLD_FILE"])
+
+    async def first() -> None:
+        try:
+            async with agent(repo, hold) as s:
+                await ready(s)
+                hold_file.write_text("")
+                started = await call(s, "submit", files={"score.py": score(7)},
+                                     description="X 10 → 7 (held)", wait=False)  # fmt: skip
+                assert started == {"experiment": 1}
+                await until(lambda: lines(pids) == 1)
+                server = [p for p in psutil.Process().children(recursive=True)
+                          if p.cmdline()[-1:] == ["mcp"]]  # fmt: skip
+                assert len(server) == 1
+                os.kill(server[0].pid, signal.SIGKILL)
+                server[0].wait(10)
+                await anyio.sleep(0.2)
+        except Exception:  # the client sees its server die; that is the point
+            pass
+
+    anyio.run(first)
+    orphan = int(pids.read_text().split()[0])
+    assert psutil.pid_exists(orphan)  # the run outlived the server
+    assert cli_json(repo, "status")["pending"] == [1]
+
+    async def second() -> dict:
+        async with agent(repo, hold) as s:
+            # Recovery kills the orphan, then experiment 1 is re-run under its number.
+            await until(lambda: lines(pids) == 2)
+            assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+            st = await call(s, "study")
+            assert [r["experiment"] for r in st["running"]] == [1]
+            hold_file.unlink()
+            first = await decided(s, 1)
+            assert first["status"] == "keep" and first["value"] == 7.0
+            nxt = await call(s, "submit", files={"score.py": score(6)}, description="X → 6")
+            assert (nxt["experiment"], nxt["status"]) == (2, "keep")
+            return await call(s, "stop")
+
+    stopped = anyio.run(second)
+    assert stopped["status"]["pending"] == []
+    log = cli_json(repo, "log")
+    assert [(r["experiment"], r["status"]) for r in log] == [(0, "keep"), (1, "keep"), (2, "keep")]
+    assert git(repo, "rev-parse", "overnight/t") == log[-1]["commit"]
+    assert not list((repo / ".git").rglob("*.lock"))
+    verify(repo)
+
+
+def test_limits_end_the_session_and_usage_errors_exit_2(repo: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with agent(repo, None, "--experiments", "1") as s:
+            await ready(s)
+            one = await call(s, "submit", files={"score.py": score(8)}, description="X → 8")
+            assert one["status"] == "keep"
+            text = await refused(s, "submit", files={"score.py": score(7)}, description="more")
+            assert "ran 1 experiment(s) as asked" in text
+            await until(lambda: _over(s))
+
+    anyio.run(scenario)
+    assert [r["experiment"] for r in cli_json(repo, "log")] == [0, 1]
+
+    out = run_cli(repo, "mcp", "--hours", "0")
+    assert out.returncode == 2 and "--hours" in out.stderr and "Traceback" not in out.stderr
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    out = run_cli(outside, "mcp")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    # Without the SDK: one line, exit 2 (a stand-in `mcp` package that cannot be imported).
+    fake = tmp_path / "nosdk" / "mcp"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no SDK here')\n")
+    out = run_cli(repo, "mcp", env={"PYTHONPATH": f"{fake.parent}{os.pathsep}"
+                                    f"{overnight_env()['PYTHONPATH']}"})  # fmt: skip
+    assert out.returncode == 2 and "pip install 'overnight[mcp]'" in out.stderr
+
+
+async def _over(s: ClientSession) -> bool:
+    return (await call(s, "study"))["session"]["state"] == "over"
+
+
+# == init --agent ==================================================================================
+
+
+def test_init_agent_writes_the_skill_and_a_registration_that_starts(tmp_path: Path) -> None:
+    import tomllib
+
+    rules = "# Our rules\n\nBe nice.\n"
+    repo = make_repo(tmp_path / "repo", {"score.py": BASE, "AGENTS.md": rules})
+    out = run_cli(repo, "init", "--surface", "score.py", "--metric", "score", "--budget", "30s",
+                  "--name", "t", "--agent", "claude")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    skill = (repo / ".claude" / "skills" / "overnight" / "SKILL.md").read_text()
+    assert skill.startswith("---\nname: overnight\ndescription: ")
+    for needle in ("study()", "submit(", "show(", "stop()", "`score.py`", "wait=false"):
+        assert needle in skill
+    assert "claude mcp add --transport stdio --scope project overnight -- " in out.stdout
+    entry = json.loads((repo / ".mcp.json").read_text())["mcpServers"]["overnight"]
+
+    # With a study set up, --agent only adds the agent's files; sections are not duplicated.
+    for _ in range(2):
+        out = run_cli(repo, "init", "--agent", "codex")
+        assert out.returncode == 0, out.stderr
+    agents = (repo / "AGENTS.md").read_text()
+    assert agents.startswith(rules) and agents.count("overnight:begin") == 1
+    codex = tomllib.loads((repo / ".codex" / "config.toml").read_text())["mcp_servers"]
+    assert codex["overnight"]["args"][-1] == "mcp" and codex["overnight"]["tool_timeout_sec"] >= 120
+    assert "codex mcp add overnight -- " in out.stdout
+    out = run_cli(repo, "init", "--agent", "generic")
+    assert out.returncode == 0 and '"mcpServers"' in out.stdout
+    assert run_cli(repo, "init", "--agent", "cursor").returncode == 2
+
+    # The registered command is a working server.
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "study")
+
+    async def scenario() -> list[str]:
+        params = StdioServerParameters(command=entry["command"], args=entry["args"],
+                                       cwd=str(repo), env=overnight_env())  # fmt: skip
+        with open(tmp_path / "server.log", "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as s:
+                    init = await s.initialize()
+                    assert "submit" in (init.instructions or "")
+                    return [t.name for t in (await s.list_tools()).tools]
+
+    assert anyio.run(scenario) == ["study", "submit", "show", "stop"]
+
+
+def test_the_generated_instructions_name_the_study(tmp_path: Path) -> None:
+    from overnight.agentnative.skill import StudyFacts, skill_text
+
+    text = skill_text(StudyFacts("night", ["a.py", "b.py"], "val_bpb", "minimize", 300))
+    assert "`a.py`, `b.py`" in text and "`val_bpb` (lower is better)" in text
+    assert "overnight/night" in text and "300 s per run" in text
