@@ -192,21 +192,28 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
             assert "unknown argument" in await refused(s, "stop", force=True)
             assert "unknown tool" in await refused(s, "set_config", metric="x")
 
+            broken = "print('oops')\nraise SystemExit(3)\n"
+            crash = await call(s, "submit", files={"score.py": broken}, description="breaks it")
+            assert (crash["experiment"], crash["status"], crash["value"]) == (4, "crash", None)
+
             # wait=false: only the number, then poll with show. An absolute path is accepted.
             quick = await call(s, "submit", files={str(repo / "score.py"): score(4)},
                                description="X → 4", wait=False)  # fmt: skip
-            assert quick == {"experiment": 4}
-            assert (await decided(s, 4))["status"] == "keep"
+            assert quick == {"experiment": 5}
+            assert (await decided(s, 5))["status"] == "keep"
 
             st = await call(s, "study")
             assert [(r["experiment"], r["status"]) for r in st["history"]] == [
-                (0, "keep"), (1, "keep"), (2, "discard"), (3, "rejected"), (4, "keep")]
+                (0, "keep"), (1, "keep"), (2, "discard"), (3, "rejected"), (4, "crash"),
+                (5, "keep")]  # fmt: skip
             assert st["history"][1]["hypothesis"] == "a smaller X scores lower"
-            assert st["best"]["experiment"] == 4 and st["best"]["surface"]["score.py"] == score(4)
+            assert st["best"]["experiment"] == 5 and st["best"]["surface"]["score.py"] == score(4)
+            assert "experiment 4 run.stdout" in st["last_crash_log"]
+            assert "oops" in st["last_crash_log"]
             shown = await call(s, "show", experiment=1)
 
             stopped = await call(s, "stop")
-            assert stopped["stopped"] and stopped["status"]["best"]["experiment"] == 4
+            assert stopped["stopped"] and stopped["status"]["best"]["experiment"] == 5
             assert "session is over" in await refused(s, "submit", files={"score.py": score(2)},
                                                       description="too late")  # fmt: skip
             st = await call(s, "study")  # still answers after stop
@@ -223,11 +230,11 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
     assert shown == cli
 
     log = cli_json(repo, "log")
-    assert [r["status"] for r in log] == ["keep", "keep", "discard", "rejected", "keep"]
+    assert [r["status"] for r in log] == ["keep", "keep", "discard", "rejected", "crash", "keep"]
     assert {r["proposer"] for r in log[1:]} == {"mcp"}
-    assert git(repo, "rev-parse", "overnight/t") == log[4]["commit"]
+    assert git(repo, "rev-parse", "overnight/t") == log[5]["commit"]
     assert git(repo, "show", "overnight/t:helper.txt") == "locked"
-    assert "Overnight-Experiment: 4" in git(repo, "log", "-1", "--format=%B", "overnight/t")
+    assert "Overnight-Experiment: 5" in git(repo, "log", "-1", "--format=%B", "overnight/t")
     verify(repo)
     # The session is over: the study lock is free for `run`, and numbering goes on.
     assert run_cli(repo, "status").returncode == 0
@@ -318,6 +325,35 @@ def test_kill9_of_the_server_mid_experiment_then_resume(repo: Path, hold: dict[s
     assert [(r["experiment"], r["status"]) for r in log] == [(0, "keep"), (1, "keep"), (2, "keep")]
     assert git(repo, "rev-parse", "overnight/t") == log[-1]["commit"]
     assert not list((repo / ".git").rglob("*.lock"))
+    verify(repo)
+
+
+def test_the_client_going_away_stops_like_ctrl_c(repo: Path, hold: dict[str, str]) -> None:
+    pids, hold_file = Path(hold["HOLD_PIDS"]), Path(hold["HOLD_FILE"])
+
+    async def scenario() -> None:
+        async with agent(repo, hold) as s:
+            await ready(s)
+            hold_file.write_text("")
+            started = await call(s, "submit", files={"score.py": score(7)},
+                                 description="held", wait=False)  # fmt: skip
+            assert started == {"experiment": 1}
+            await until(lambda: lines(pids) == 1)
+        # the client closed the connection with experiment 1 running
+
+    anyio.run(scenario)
+    run_pid = int(pids.read_text().split()[0])
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(run_pid) and psutil.Process(run_pid).status() != "zombie":
+        assert time.monotonic() < deadline, "the run outlived its session"
+        time.sleep(0.05)
+    st = cli_json(repo, "status")
+    assert st["pending"] == [1]  # re-run under its number by the next session or `run`
+    hold_file.unlink()
+    out = run_cli(repo, "run", "-n", "1", "--plain", "--proposer", "tune")
+    assert out.returncode == 0, out.stderr
+    assert [(r["experiment"], r["status"]) for r in cli_json(repo, "log")][:2] == [
+        (0, "keep"), (1, "keep")]
     verify(repo)
 
 

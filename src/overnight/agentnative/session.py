@@ -250,21 +250,24 @@ class AgentSession:
             "session": self._state(),
         }  # fmt: skip
         rec = getattr(self.loop, "rec", None)
-        best = rec.best if rec is not None else None
+        best = None
+        if rec is not None:
+            with rec.lock:  # one snapshot; a keep moves the best under this lock
+                best = rec.best
+                history = list(rec.history)
+                running = sorted(rec.running.items())
+                counts = dict(rec.tallies.counts)
         if rec is None or best is None:
             path = self.study.root / cfg.study.instructions
             out["instructions"] = path.read_text() if path.is_file() else ""
             return out
-        with rec.lock:
-            history = list(rec.history)
-            running = sorted(rec.running.items())
-            counts = dict(rec.tallies.counts)
         ctx = build_context(self.study, history, best.record, best.files, self.opts.seed)
         self._seen_best = best.experiment
         out.update(
             instructions=ctx.instructions,
             baseline={"experiment": 0, "value": ctx.baseline_value},
-            best={**self._best_line(), "commit": best.commit, "surface": dict(best.files)},
+            best={"experiment": best.experiment, "value": best.record.value,
+                  "commit": best.commit, "surface": dict(best.files)},
             experiments=len(history), counts=counts,
             history=[self._row(r) for r in ctx.history[-HISTORY_ROWS:]],
             running=[{"experiment": n, "description": d} for n, d in running],
@@ -313,7 +316,8 @@ class AgentSession:
         }  # fmt: skip
 
     def _best_line(self) -> dict[str, Any]:
-        best = self.loop.rec.best
+        with self.loop.rec.lock:
+            best = self.loop.rec.best
         assert best is not None
         return {"experiment": best.experiment, "value": best.record.value}
 
