@@ -134,6 +134,13 @@ async def decided(s: ClientSession, n: int) -> dict:
     return await until(check)
 
 
+def server_process() -> psutil.Process:
+    """The `overnight mcp` process the client started."""
+    (server,) = [p for p in psutil.Process().children(recursive=True)
+                 if p.cmdline()[-1:] == ["mcp"]]  # fmt: skip
+    return server
+
+
 def lines(path: Path) -> int:
     return len(path.read_text().split()) if path.exists() else 0
 
@@ -291,11 +298,9 @@ def test_kill9_of_the_server_mid_experiment_then_resume(repo: Path, hold: dict[s
                                      description="X 10 → 7 (held)", wait=False)  # fmt: skip
                 assert started == {"experiment": 1}
                 await until(lambda: lines(pids) == 1)
-                server = [p for p in psutil.Process().children(recursive=True)
-                          if p.cmdline()[-1:] == ["mcp"]]  # fmt: skip
-                assert len(server) == 1
-                os.kill(server[0].pid, signal.SIGKILL)
-                server[0].wait(10)
+                server = server_process()
+                os.kill(server.pid, signal.SIGKILL)
+                server.wait(10)
                 await anyio.sleep(0.2)
         except Exception:  # the client sees its server die; that is the point
             pass
@@ -369,6 +374,16 @@ def test_limits_end_the_session_and_usage_errors_exit_2(repo: Path, tmp_path: Pa
 
     anyio.run(scenario)
     assert [r["experiment"] for r in cli_json(repo, "log")] == [0, 1]
+
+    async def terminated() -> None:
+        async with agent(repo) as s:
+            await ready(s)
+            server = server_process()
+            server.send_signal(signal.SIGTERM)  # as a client or a supervisor stops it
+            server.wait(30)  # it ends, though the client is still connected
+
+    anyio.run(terminated)
+    assert "overnight: stopped by SIGTERM" in (repo.parent / "server.log").read_text()
 
     out = run_cli(repo, "mcp", "--hours", "0")
     assert out.returncode == 2 and "--hours" in out.stderr and "Traceback" not in out.stderr

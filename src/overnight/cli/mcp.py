@@ -52,6 +52,9 @@ def mcp(
     session = AgentSession(study, opts, PlainView(sys.stderr))
     server = serve_stdio(session)
     session.run()
-    server.join()  # the tools keep answering (study, show) until the client disconnects
+    if getattr(session.loop, "stop_signal", None) is None:
+        # Stopped by stop() or a limit: study and show keep answering until the client goes.
+        # Stopped by SIGINT/SIGTERM (as `overnight run` is): the process ends now.
+        server.join()
     if session.error is not None:
         raise session.error
