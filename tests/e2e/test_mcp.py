@@ -134,6 +134,16 @@ async def decided(s: ClientSession, n: int) -> dict:
     return await until(check)
 
 
+async def held_experiment(s: ClientSession, hold: dict[str, str]) -> None:
+    """Experiment 1 (X 10 → 7), running and held until the hold file goes."""
+    await ready(s)
+    Path(hold["HOLD_FILE"]).write_text("")
+    started = await call(s, "submit", files={"score.py": score(7)}, description="X 10 → 7",
+                         wait=False)  # fmt: skip
+    assert started == {"experiment": 1}
+    await until(lambda: lines(Path(hold["HOLD_PIDS"])) == 1)
+
+
 def server_process() -> psutil.Process:
     """The `overnight mcp` process the client started."""
     (server,) = [p for p in psutil.Process().children(recursive=True)
@@ -292,12 +302,7 @@ def test_kill9_of_the_server_mid_experiment_then_resume(repo: Path, hold: dict[s
     async def first() -> None:
         try:
             async with agent(repo, hold) as s:
-                await ready(s)
-                hold_file.write_text("")
-                started = await call(s, "submit", files={"score.py": score(7)},
-                                     description="X 10 → 7 (held)", wait=False)  # fmt: skip
-                assert started == {"experiment": 1}
-                await until(lambda: lines(pids) == 1)
+                await held_experiment(s, hold)
                 server = server_process()
                 os.kill(server.pid, signal.SIGKILL)
                 server.wait(10)
@@ -338,12 +343,7 @@ def test_the_client_going_away_stops_like_ctrl_c(repo: Path, hold: dict[str, str
 
     async def scenario() -> None:
         async with agent(repo, hold) as s:
-            await ready(s)
-            hold_file.write_text("")
-            started = await call(s, "submit", files={"score.py": score(7)},
-                                 description="held", wait=False)  # fmt: skip
-            assert started == {"experiment": 1}
-            await until(lambda: lines(pids) == 1)
+            await held_experiment(s, hold)
         # the client closed the connection with experiment 1 running
 
     anyio.run(scenario)
