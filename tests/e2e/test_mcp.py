@@ -231,6 +231,7 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
 
             stopped = await call(s, "stop")
             assert stopped["stopped"] and stopped["status"]["best"]["experiment"] == 5
+            assert "heldout" not in json.dumps(stopped)
             assert "session is over" in await refused(s, "submit", files={"score.py": score(2)},
                                                       description="too late")  # fmt: skip
             st = await call(s, "study")  # still answers after stop

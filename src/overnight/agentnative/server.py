@@ -108,7 +108,7 @@ class Tools:
             s.stop()
             await self._wait(s.finished.is_set, lambda: "finishing the experiments in flight",
                              progress)  # fmt: skip
-            status = await anyio.to_thread.run_sync(s.study.status)
+            status = await anyio.to_thread.run_sync(s.status)
             return {"stopped": True, "reason": s.stopping or s.desk.refusing, "status": status}
         raise UsageError(f"unknown tool {name!r}")
 

@@ -225,6 +225,12 @@ class AgentSession:
             verdict.pop("holdout", None)
         return info
 
+    def status(self) -> dict[str, Any]:
+        """`overnight status --json`, less the holdout's numbers."""
+        out = self.study.status()
+        out.pop("holdout", None)
+        return out
+
     def stop(self) -> None:
         """Accept no more submissions; the loop ends once the experiments in flight are
         decided (`finished` is set then)."""
