@@ -98,33 +98,30 @@ class Tools:
         if isinstance(args, SubmitArgs):
             sub = await anyio.to_thread.run_sync(s.submit, args.files, args.description,
                                                  args.hypothesis)  # fmt: skip
-            await self._wait(lambda: sub.done or sub.experiment is not None,
-                             lambda: s.progress(sub), progress)  # fmt: skip
+            await self._wait(lambda t: s.desk.wait(sub, True, t), lambda: s.progress(sub),
+                             progress)  # fmt: skip
             if not args.wait:
                 return s.result(sub, numbered_only=True)
-            await self._wait(lambda: sub.done, lambda: s.progress(sub), progress)
+            await self._wait(lambda t: s.desk.wait(sub, False, t), lambda: s.progress(sub),
+                             progress)  # fmt: skip
             return s.result(sub)
         if isinstance(args, StopArgs):
             s.stop()
-            await self._wait(s.finished.is_set, lambda: "finishing the experiments in flight",
+            await self._wait(s.finished.wait, lambda: "finishing the experiments in flight",
                              progress)  # fmt: skip
             status = await anyio.to_thread.run_sync(s.status)
             return {"stopped": True, "reason": s.stopping or s.desk.refusing, "status": status}
         raise UsageError(f"unknown tool {name!r}")
 
     @staticmethod
-    async def _wait(done: Any, what: Any, progress: Any) -> None:
-        """Poll `done` (set by the loop's threads), reporting progress as it goes: once at
-        once, then every PROGRESS_EVERY_S seconds."""
-        start, next_report = time.monotonic(), 0.0
+    async def _wait(wait: Any, what: Any, progress: Any) -> None:
+        """Wait, in a worker thread, for what the loop's threads signal (`wait(timeout)` is
+        True once it happened), reporting progress at once and every PROGRESS_EVERY_S."""
+        start = time.monotonic()
         while True:
-            waited = time.monotonic() - start
-            if waited >= next_report:
-                next_report = waited + PROGRESS_EVERY_S
-                await progress(waited, what())
-            if done():
+            await progress(time.monotonic() - start, what())
+            if await anyio.to_thread.run_sync(wait, PROGRESS_EVERY_S):
                 return
-            await anyio.sleep(0.05)
 
 
 def build_server(session: AgentSession) -> Any:
