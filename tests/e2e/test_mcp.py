@@ -191,8 +191,11 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
                              description="X 10 → 5", hypothesis="a smaller X scores lower")
             assert (win["experiment"], win["status"], win["value"]) == (1, "keep", 5.0)
             assert notes and all(n for n in notes)  # progress while it waited
-            lose = await call(s, "submit", files={"score.py": score(7)}, description="X → 7")
-            assert (lose["experiment"], lose["status"], lose["value"]) == (2, "discard", 7.0)
+            # Exactly what was submitted is measured: a change of the best of the moment it
+            # arrived (here it undoes X and moves Y), not of an older best it was queued on.
+            lose = await call(s, "submit", files={"score.py": score(x=10, y=-1)},
+                              description="X back to 10, Y → -1")  # fmt: skip
+            assert (lose["experiment"], lose["status"], lose["value"]) == (2, "discard", 9.0)
             assert "not better" in lose["reason"]
             out = await call(s, "submit", files={"score.py": score(3), "helper.txt": "x\n"},
                              description="X → 3 and a locked file")  # fmt: skip

@@ -73,9 +73,9 @@ def init(
 
 def _init_agent(root: Path, agent: str, force: bool) -> None:
     from overnight.agentnative.skill import StudyFacts, write_agent_files
-    from overnight.store.study import Study
+    from overnight.config import load_config
 
-    cfg = Study.open(root / "overnight.toml").cfg
+    cfg = load_config(root / "overnight.toml")
     facts = StudyFacts(cfg.study.name, list(cfg.study.surface), cfg.metric.name, cfg.metric.goal,
                        cfg.study.budget)  # fmt: skip
     for line in write_agent_files(root, agent, facts, force):
