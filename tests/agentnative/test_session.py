@@ -160,3 +160,36 @@ def test_a_result_notes_when_the_best_moved_since_the_agent_looked(study: Study)
     finally:
         session.stop()
         thread.join(30)
+
+
+def test_a_change_is_taken_against_the_best_the_agent_last_saw(study: Study) -> None:
+    """The agent read the study at the baseline and handed two changes in without looking
+    again: the second is carried onto the first one's keep, not measured as a revert of it."""
+    xy = "X = 10\n# -\n# -\n# -\nY = 0\n"
+
+    def behave(task, files):  # type: ignore[no-untyped-def]
+        if task.kind == "holdout":
+            return FakeRun(stdout="heldout: 1\n")
+        text = files["score.py"]
+        x, y = (float(text.split(f"{k} = ")[1].split()[0]) if f"{k} = " in text else 0.0
+                for k in "XY")  # fmt: skip
+        return FakeRun(stdout=f"score: {x + y}\n")
+
+    session = AgentSession(study, RunOptions(),
+                           executor=FakeExecutor(study.ws, ["score.py"], behave))  # fmt: skip
+    thread = threading.Thread(target=session.run)
+    thread.start()
+    try:
+        verdict(session, {"score.py": xy.replace("X = 10", "X = 9")})  # adds Y: a keep
+        xy = xy.replace("X = 10", "X = 9")
+        assert session.study_view()["best"]["surface"]["score.py"] == xy
+        first = session.submit({"score.py": xy.replace("X = 9", "X = 7")}, "X → 7")
+        assert session.desk.wait(first, numbered=False, timeout=60)
+        assert first.record is not None and first.record.status == "keep"
+        second = session.submit({"score.py": xy.replace("Y = 0", "Y = -2")}, "Y → -2")
+        assert session.desk.wait(second, numbered=False, timeout=60)
+        out = session.result(second)
+        assert (out["status"], out["value"]) == ("keep", 5.0)  # X = 7 and Y = -2
+    finally:
+        session.stop()
+        thread.join(30)

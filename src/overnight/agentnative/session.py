@@ -72,7 +72,9 @@ class AgentSession:
         self.summary: RunSummary | None = None
         self.error: OvernightError | None = None
         self.stopping = ""
-        self._seen_best: int | None = None
+        # The best this session last showed the agent (study() or a verdict): what its next
+        # change is made on. (experiment, commit)
+        self._seen: tuple[int, str] | None = None
         self.hidden = {self.cfg.holdout.name} if self.cfg.holdout.name else set()
 
     # == the loop ===========================================================================
@@ -148,12 +150,13 @@ class AgentSession:
 
     def submit(self, files: dict[str, str], description: str, hypothesis: str = "") -> Submission:
         """Hand a candidate in: `files` maps surface paths to their complete new content,
-        taken as a change of the best of this moment."""
+        taken as a change of the best the agent last saw (or, before it looked, of the best
+        of this moment); the pipeline carries it onto the current best if that moved."""
         if self.error is not None:
             raise UsageError(f"the session is over: {self.error}")
         rec = getattr(self.loop, "rec", None)
-        base = ""
-        if rec is not None:
+        base = self._seen[1] if self._seen is not None else ""
+        if rec is not None and not base:
             with rec.lock:
                 base = rec.best.commit if rec.best is not None else ""
         proposal = Proposal(
@@ -193,13 +196,16 @@ class AgentSession:
         out.update(status=r.status, value=r.value, reason=r.reason,
                    metrics=self._visible(r.metrics), description=r.description,
                    wall_s=r.wall_s)  # fmt: skip
-        out["best"] = best = self._best_line()
-        seen = self._seen_best
-        if seen is not None and best["experiment"] not in (seen, r.experiment):
-            out["note"] = (f"the best moved to experiment {best['experiment']} since you last "
+        with self.loop.rec.lock:
+            best = self.loop.rec.best
+        assert best is not None
+        out["best"] = {"experiment": best.experiment, "value": best.record.value}
+        seen = self._seen[0] if self._seen is not None else None
+        if seen is not None and best.experiment not in (seen, r.experiment):
+            out["note"] = (f"the best moved to experiment {best.experiment} since you last "
                            "looked: start the next change from its surface (study() returns "
                            "it)")  # fmt: skip
-        self._seen_best = best["experiment"]
+        self._seen = (best.experiment, best.commit)
         return out
 
     def progress(self, sub: Submission) -> str:
@@ -268,7 +274,7 @@ class AgentSession:
             out["instructions"] = path.read_text() if path.is_file() else ""
             return out
         ctx = build_context(self.study, history, best.record, best.files, self.opts.seed)
-        self._seen_best = best.experiment
+        self._seen = (best.experiment, best.commit)
         out.update(
             instructions=ctx.instructions,
             baseline={"experiment": 0, "value": ctx.baseline_value},
@@ -320,12 +326,6 @@ class AgentSession:
                                                              - self.loop.rec.tallies.cost_usd),
             "free_slots": max(0, (getattr(self.loop, "slots", 1)) - self.desk.outstanding()),
         }  # fmt: skip
-
-    def _best_line(self) -> dict[str, Any]:
-        with self.loop.rec.lock:
-            best = self.loop.rec.best
-        assert best is not None
-        return {"experiment": best.experiment, "value": best.record.value}
 
     def _row(self, r: ExperimentRecord) -> dict[str, Any]:
         return {"experiment": r.experiment, "status": r.status, "value": r.value,
