@@ -229,6 +229,12 @@ class AgentSession:
         verdict = (info.get("meta") or {}).get("verdict")
         if isinstance(verdict, dict):
             verdict.pop("holdout", None)
+        rec = getattr(self.loop, "rec", None)
+        if info["status"] == "keep" and rec is not None:
+            with rec.lock:
+                best = rec.best
+            if best is not None and best.experiment == n:
+                self._seen = (n, best.commit)  # polled to its keep: the agent builds on it
         return info
 
     def status(self) -> dict[str, Any]:
