@@ -370,6 +370,9 @@ def test_limits_end_the_session_and_usage_errors_exit_2(repo: Path, tmp_path: Pa
     async def scenario() -> None:
         async with agent(repo, None, "--experiments", "1") as s:
             await ready(s)
+            for other in (("run", "-n", "1"), ("mcp",)):  # one session per study at a time
+                out = run_cli(repo, *other)
+                assert out.returncode == 2 and "already running" in out.stderr, out.stderr
             one = await call(s, "submit", files={"score.py": score(8)}, description="X → 8")
             assert one["status"] == "keep"
             text = await refused(s, "submit", files={"score.py": score(7)}, description="more")
@@ -402,6 +405,28 @@ def test_limits_end_the_session_and_usage_errors_exit_2(repo: Path, tmp_path: Pa
     out = run_cli(repo, "mcp", env={"PYTHONPATH": f"{fake.parent}{os.pathsep}"
                                     f"{overnight_env()['PYTHONPATH']}"})  # fmt: skip
     assert out.returncode == 2 and "pip install 'overnight[mcp]'" in out.stderr
+
+
+def test_a_failing_baseline_is_told_to_the_agent(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {
+        "score.py": "raise SystemExit('no data here')\n", "overnight.toml": CONFIG,
+    })  # fmt: skip
+
+    async def scenario() -> tuple[dict, str]:
+        async with agent(repo) as s:
+            st = await until(lambda: _error(s))
+            text = await refused(s, "submit", files={"score.py": score(1)}, description="x")
+            return st, text
+
+    st, text = anyio.run(scenario)
+    assert "the baseline failed (crash)" in st["session"]["error"]
+    assert "the baseline failed" in text
+    assert "the baseline failed" in (repo.parent / "server.log").read_text()
+
+
+async def _error(s: ClientSession) -> dict | None:
+    st = await call(s, "study")
+    return st if st["session"].get("error") else None
 
 
 async def _over(s: ClientSession) -> bool:
