@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +15,18 @@ import psutil
 import pytest
 from conftest import git, make_repo, overnight_env, run_cli
 
-mcp = pytest.importorskip("mcp")
-from mcp import ClientSession, StdioServerParameters  # noqa: E402
-from mcp.client.stdio import stdio_client  # noqa: E402
+pytest.importorskip("mcp")
+from mcp import ClientSession  # noqa: E402
+from support.mcp_client import (  # noqa: E402
+    agent,
+    call,
+    decided,
+    lines,
+    ready,
+    refused,
+    server_process,
+    until,
+)
 
 # X and Y sit far apart so that two concurrent changes merge; a run holds while $HOLD_FILE
 # exists (and writes its pid), so a test decides when a run may end.
@@ -77,63 +83,6 @@ def hold(tmp_path: Path) -> dict[str, str]:
     return {"HOLD_FILE": str(tmp_path / "hold"), "HOLD_PIDS": str(tmp_path / "pids")}
 
 
-@asynccontextmanager
-async def agent(repo: Path, env: dict[str, str] | None = None,
-                *args: str) -> AsyncIterator[ClientSession]:  # fmt: skip
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "overnight", "mcp", *args], cwd=str(repo),
-        env=overnight_env(env),
-    )  # fmt: skip
-    with open(repo.parent / "server.log", "a") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                yield session
-
-
-async def call(s: ClientSession, tool: str, progress: Any = None, **args: Any) -> dict:
-    res = await s.call_tool(tool, args, progress_callback=progress)
-    text = res.content[0].text
-    assert not res.is_error, text
-    assert res.structured_content == json.loads(text)
-    return json.loads(text)
-
-
-async def refused(s: ClientSession, tool: str, **args: Any) -> str:
-    res = await s.call_tool(tool, args)
-    assert res.is_error
-    return res.content[0].text
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if hasattr(value, "__await__"):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await anyio.sleep(0.05)
-
-
-async def ready(s: ClientSession) -> dict:
-    async def check() -> dict | None:
-        st = await call(s, "study")
-        return st if st["session"]["state"] == "ready" else None
-
-    return await until(check)
-
-
-async def decided(s: ClientSession, n: int) -> dict:
-    async def check() -> dict | None:
-        info = await call(s, "show", experiment=n)
-        return info if info["status"] else None
-
-    return await until(check)
-
-
 async def held_experiment(s: ClientSession, hold: dict[str, str]) -> None:
     """Experiment 1 (X 10 → 7), running and held until the hold file goes."""
     await ready(s)
@@ -142,17 +91,6 @@ async def held_experiment(s: ClientSession, hold: dict[str, str]) -> None:
                          wait=False)  # fmt: skip
     assert started == {"experiment": 1}
     await until(lambda: lines(Path(hold["HOLD_PIDS"])) == 1)
-
-
-def server_process() -> psutil.Process:
-    """The `overnight mcp` process the client started."""
-    (server,) = [p for p in psutil.Process().children(recursive=True)
-                 if p.cmdline()[-1:] == ["mcp"]]  # fmt: skip
-    return server
-
-
-def lines(path: Path) -> int:
-    return len(path.read_text().split()) if path.exists() else 0
 
 
 def cli_json(repo: Path, *args: str) -> Any:
@@ -431,59 +369,3 @@ async def _error(s: ClientSession) -> dict | None:
 
 async def _over(s: ClientSession) -> bool:
     return (await call(s, "study"))["session"]["state"] == "over"
-
-
-# == init --agent ==================================================================================
-
-
-def test_init_agent_writes_the_skill_and_a_registration_that_starts(tmp_path: Path) -> None:
-    import tomllib
-
-    rules = "# Our rules\n\nBe nice.\n"
-    repo = make_repo(tmp_path / "repo", {"score.py": BASE, "AGENTS.md": rules})
-    out = run_cli(repo, "init", "--surface", "score.py", "--metric", "score", "--budget", "30s",
-                  "--name", "t", "--agent", "claude")  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    skill = (repo / ".claude" / "skills" / "overnight" / "SKILL.md").read_text()
-    assert skill.startswith("---\nname: overnight\ndescription: ")
-    for needle in ("study()", "submit(", "show(", "stop()", "`score.py`", "wait=false"):
-        assert needle in skill
-    assert "claude mcp add --transport stdio --scope project overnight -- " in out.stdout
-    entry = json.loads((repo / ".mcp.json").read_text())["mcpServers"]["overnight"]
-
-    # With a study set up, --agent only adds the agent's files; sections are not duplicated.
-    for _ in range(2):
-        out = run_cli(repo, "init", "--agent", "codex")
-        assert out.returncode == 0, out.stderr
-    agents = (repo / "AGENTS.md").read_text()
-    assert agents.startswith(rules) and agents.count("overnight:begin") == 1
-    codex = tomllib.loads((repo / ".codex" / "config.toml").read_text())["mcp_servers"]
-    assert codex["overnight"]["args"][-1] == "mcp" and codex["overnight"]["tool_timeout_sec"] >= 120
-    assert "codex mcp add overnight -- " in out.stdout
-    out = run_cli(repo, "init", "--agent", "generic")
-    assert out.returncode == 0 and '"mcpServers"' in out.stdout
-    assert run_cli(repo, "init", "--agent", "cursor").returncode == 2
-
-    # The registered command is a working server.
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "study")
-
-    async def scenario() -> list[str]:
-        params = StdioServerParameters(command=entry["command"], args=entry["args"],
-                                       cwd=str(repo), env=overnight_env())  # fmt: skip
-        with open(tmp_path / "server.log", "w") as errlog:
-            async with stdio_client(params, errlog=errlog) as (read, write):
-                async with ClientSession(read, write) as s:
-                    init = await s.initialize()
-                    assert "submit" in (init.instructions or "")
-                    return [t.name for t in (await s.list_tools()).tools]
-
-    assert anyio.run(scenario) == ["study", "submit", "show", "stop"]
-
-
-def test_the_generated_instructions_name_the_study(tmp_path: Path) -> None:
-    from overnight.agentnative.skill import StudyFacts, skill_text
-
-    text = skill_text(StudyFacts("night", ["a.py", "b.py"], "val_bpb", "minimize", 300))
-    assert "`a.py`, `b.py`" in text and "`val_bpb` (lower is better)" in text
-    assert "overnight/night" in text and "300 s per run" in text
