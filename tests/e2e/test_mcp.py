@@ -195,8 +195,9 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
     assert git(repo, "show", "overnight/t:helper.txt") == "locked"
     assert "Overnight-Experiment: 5" in git(repo, "log", "-1", "--format=%B", "overnight/t")
     verify(repo)
-    # The session is over: the study lock is free for `run`, and numbering goes on.
-    assert run_cli(repo, "status").returncode == 0
+    out = run_cli(repo, "finish", "--json")  # the morning review, as for any study
+    assert out.returncode == 0, out.stderr
+    assert git(repo, "show", "overnight/t-final:score.py") == score(4).strip()
 
 
 def test_concurrent_submits_up_to_the_slots(repo: Path, hold: dict[str, str]) -> None:

@@ -24,10 +24,7 @@ def mcp(
     executor: Annotated[str | None, typer.Option(help="local | ray")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the runs.")] = 0,
 ) -> None:
-    """Let a coding agent drive the study: MCP tools study, submit, show and stop (stdio).
-
-    Register it with your agent (see `overnight init --agent`); the agent proposes, overnight
-    measures, judges and records exactly as in `overnight run`. Logs go to stderr."""
+    """Let a coding agent drive the study over MCP (stdio): study, submit, show, stop."""
     from overnight.cli.view import PlainView
     from overnight.experiment.loop import RunOptions
 
