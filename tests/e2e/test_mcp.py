@@ -172,6 +172,7 @@ def test_agent_drives_a_study_keep_discard_rejected(repo: Path) -> None:
 
             stopped = await call(s, "stop")
             assert stopped["stopped"] and stopped["status"]["best"]["experiment"] == 5
+            assert stopped["reason"] == "stopped by the agent (stop())"
             assert "heldout" not in json.dumps(stopped)
             assert "session is over" in await refused(s, "submit", files={"score.py": score(2)},
                                                       description="too late")  # fmt: skip
@@ -317,6 +318,7 @@ def test_limits_end_the_session_and_usage_errors_exit_2(repo: Path, tmp_path: Pa
             text = await refused(s, "submit", files={"score.py": score(7)}, description="more")
             assert "ran 1 experiment(s) as asked" in text
             await until(lambda: _over(s))
+            assert (await call(s, "stop"))["reason"] == "ran 1 experiment(s) as asked"
 
     anyio.run(scenario)
     assert [r["experiment"] for r in cli_json(repo, "log")] == [0, 1]

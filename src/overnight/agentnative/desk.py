@@ -28,7 +28,6 @@ SUBMISSION_KEY = "submission"
 class Submission:
     proposal: Proposal
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    handed_in: float = field(default_factory=time.monotonic)
     experiment: int | None = None  # set when the loop numbers it
     started: float | None = None  # when its runs began
     record: ExperimentRecord | None = None  # set when it is decided

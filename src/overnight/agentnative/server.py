@@ -110,7 +110,7 @@ class Tools:
             await self._wait(s.finished.wait, lambda: "finishing the experiments in flight",
                              progress)  # fmt: skip
             status = await anyio.to_thread.run_sync(s.status)
-            return {"stopped": True, "reason": s.stopping or s.desk.refusing, "status": status}
+            return {"stopped": True, "reason": s.ended_because(), "status": status}
         raise UsageError(f"unknown tool {name!r}")
 
     @staticmethod

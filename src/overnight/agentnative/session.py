@@ -246,8 +246,15 @@ class AgentSession:
     def stop(self) -> None:
         """Accept no more submissions; the loop ends once the experiments in flight are
         decided (`finished` is set then)."""
+        if self.finished.is_set():
+            return
         self.stopping = self.stopping or "stopped by the agent (stop())"
         self.desk.refuse(f"the session is over: {self.stopping}")
+
+    def ended_because(self) -> str:
+        if self.summary is not None:
+            return self.summary.stopped_because
+        return str(self.error) if self.error is not None else self.desk.refusing
 
     def study_view(self) -> dict[str, Any]:
         """The study as the agent needs it to propose: what a proposer's context holds
