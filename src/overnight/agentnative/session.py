@@ -335,8 +335,6 @@ class AgentSession:
             "seconds": seconds,
             "non_keeps_before_patience_stops": (None if o.patience is None
                                                 else max(0, o.patience - t.streak)),
-            "cost_usd": None if o.max_cost is None else max(0.0, o.max_cost
-                                                             - self.loop.rec.tallies.cost_usd),
             "free_slots": max(0, (getattr(self.loop, "slots", 1)) - self.desk.outstanding()),
         }  # fmt: skip
 
