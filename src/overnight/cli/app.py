@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from overnight.cli import inspect, review, run, serve
+from overnight.cli import inspect, mcp, review, run, serve
 from overnight.cli.common import app
 from overnight.errors import OvernightError
 
@@ -22,6 +22,7 @@ app.command()(review.verify)
 app.command()(review.finish)
 app.command("apply")(review.apply_change)
 app.command()(review.accept)
+app.command()(mcp.mcp)
 
 
 def main() -> None:

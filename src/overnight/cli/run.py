@@ -21,14 +21,23 @@ def init(
     budget: Annotated[str, typer.Option(help="Per-run wall-clock limit, e.g. 5m.")] = "5m",
     name: Annotated[str | None, typer.Option(help="Study name (branch overnight/<name>).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="Also write the skill/instructions and MCP registration for a coding "
+                     "agent: claude | codex | generic (see `overnight mcp`)."),
+    ] = None,
 ) -> None:
-    """Write a commented overnight.toml and a program.md template."""
+    """Write a commented overnight.toml and a program.md template (with --agent: the files
+    that let a coding agent drive the study through `overnight mcp`)."""
+    from overnight.agentnative.skill import AGENTS
     from overnight.cli.templates import render_config, render_program
     from overnight.config import parse_duration
     from overnight.git.workspace import find_repo_root
 
     if goal not in ("minimize", "maximize"):
         raise UsageError(f"--goal: expected minimize or maximize, got {goal!r}")
+    if agent is not None and agent not in AGENTS:
+        raise UsageError(f"--agent: expected one of {', '.join(AGENTS)}, got {agent!r}")
     try:
         parse_duration(budget)
     except ValueError as exc:
@@ -42,6 +51,10 @@ def init(
     run = run or f"python {surfaces[0]}"
     targets = {root / "overnight.toml": None, root / "program.md": None}
     existing = [p.name for p in targets if p.exists()]
+    if agent is not None and (root / "overnight.toml").exists():
+        # A study is set up already: only the agent's files are written (--force: over ours).
+        _init_agent(root, agent, force)
+        return
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
     (root / "overnight.toml").write_text(
@@ -51,7 +64,22 @@ def init(
         render_program(name=name, surface=surfaces, metric=metric, goal=goal, budget=budget)
     )
     typer.echo(f"wrote {root / 'overnight.toml'} and {root / 'program.md'}")
+    if agent is not None:
+        _init_agent(root, agent, force)
+        typer.echo("next: edit program.md, commit, then ask your agent to run the study")
+        return
     typer.echo("next: edit program.md, commit, then `overnight run`")
+
+
+def _init_agent(root: Path, agent: str, force: bool) -> None:
+    from overnight.agentnative.skill import StudyFacts, write_agent_files
+    from overnight.config import load_config
+
+    cfg = load_config(root / "overnight.toml")
+    facts = StudyFacts(cfg.study.name, list(cfg.study.surface), cfg.metric.name, cfg.metric.goal,
+                       cfg.study.budget)  # fmt: skip
+    for line in write_agent_files(root, agent, facts, force):
+        typer.echo(line)
 
 
 # -- run -------------------------------------------------------------------------------------

@@ -72,9 +72,8 @@ class Loop:
         self.ws = study.ws
         self.stop_event = threading.Event()
         self.stop_reason = ""
-        # Given by the caller instead of built from the config (in-process tests).
-        self._executor = executor  # e.g. executors.fake.FakeExecutor
-        self._proposer = proposer
+        self._executor = executor  # an executor given by the caller (tests: FakeExecutor)
+        self._proposer = proposer  # a proposer given by the caller (`overnight mcp`: the agent)
 
     # == the whole run ======================================================================
 
@@ -158,7 +157,7 @@ class Loop:
         )  # fmt: skip
         self.proposer: BaseProposer
         if self._proposer is not None:
-            self.proposer, why = self._proposer, ""
+            self.proposer, why = self._proposer, f"proposer: {self._proposer.describe()}"
         else:
             self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
                                                seed=self.opts.seed)  # fmt: skip
@@ -314,7 +313,9 @@ class Loop:
         else:
             proposal = box["p"]
         proposal.proposer = proposal.proposer or self.proposer.name
-        proposal.base_commit = ctx.best_commit
+        # What the change was made on: the context's best, unless the proposer knows better
+        # (a submission waited for is made on the best of the moment it arrived).
+        proposal.base_commit = proposal.base_commit or ctx.best_commit
         return proposal
 
     def _context(self) -> Any:

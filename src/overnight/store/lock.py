@@ -23,8 +23,8 @@ def study_lock(state_dir: Path, study: str) -> Iterator[None]:
             fh.seek(0)
             pid = fh.read().strip() or "?"
             raise UsageError(
-                f"another `overnight run` (pid {pid}) is already running study {study!r}; "
-                "only one run per study at a time"
+                f"another `overnight run` or `overnight mcp` (pid {pid}) is already running "
+                f"study {study!r}; only one per study at a time"
             ) from None
         fh.seek(0)
         fh.truncate()
