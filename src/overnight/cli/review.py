@@ -50,10 +50,8 @@ def finish(
             result.patches = write_patches(study, result, patches)
         if ablate:
             count = repeats or max(DEFAULT_REPEATS, study.cfg.metric.repeats)
-            table, final_values, table_path = run_ablation(
-                study, result, count, lambda msg: typer.echo(msg, err=True)
-            )
-            by_n = {r["experiment"]: r for r in table}
+            ablation = run_ablation(study, result, count, lambda msg: typer.echo(msg, err=True))
+            by_n = {r["experiment"]: r for r in ablation.rows}
             for row in rows:
                 row.update(by_n[row["experiment"]])
     if as_json:
@@ -61,7 +59,7 @@ def finish(
         return
     _print_finish(study, result)
     if ablate:
-        _print_ablation(study, table, final_values, table_path)
+        _print_ablation(study, ablation)
 
 
 def _print_finish(study: Any, result: Any) -> None:
@@ -89,15 +87,14 @@ def _print_finish(study: Any, result: Any) -> None:
     typer.echo(f"next: git push <remote> {result.branch}, then open a pull request from it")
 
 
-def _print_ablation(
-    study: Any, table: list[dict[str, Any]], final_values: list[float], path: Path
-) -> None:
+def _print_ablation(study: Any, ablation: Any) -> None:
     import statistics
 
     from rich.console import Console
     from rich.table import Table
 
     name = study.cfg.metric.name
+    table, final_values = ablation.rows, ablation.final_values
     mean = statistics.fmean(final_values)
     title = f"ablation: {name} of the final branch {fmt(mean)} over {len(final_values)} runs"
     out = Table(title=title + "; contribution = how much worse without it")
@@ -109,11 +106,26 @@ def _print_ablation(
         out.add_row(str(r["experiment"]), r["description"], contribution, ci, r["effect"],
                     r["error"] or r["note"] or "")  # fmt: skip
     Console().print(out)
-    negligible = [str(r["experiment"]) for r in table if r["negligible"]]
+    negligible = [str(r["experiment"]) for r in table if r["hitchhiker"]]
     if negligible:
-        typer.echo(f"negligible: experiment(s) {', '.join(negligible)}; consider "
+        typer.echo(f"hitchhikers (indistinguishable from zero) — negligible: experiment(s) "
+                   f"{', '.join(negligible)}; consider "
                    f"`overnight finish --drop {','.join(negligible)}`")  # fmt: skip
-    typer.echo(f"table written to {path}")
+    for r in table:
+        if r["dependents"]:
+            typer.echo(f"experiment {r['experiment']} is built on by experiment(s) "
+                       f"{', '.join(map(str, r['dependents']))}: its row is for them together")
+    s = ablation.smallest
+    if s is not None and s["reaches"] and len(s["experiments"]) < len(table):
+        ci = "" if s["ci95"] is None else f" ± {s['ci95']:.4g}"
+        kept = ", ".join(map(str, s["experiments"])) or "none (the start commit)"
+        typer.echo(f"smallest set reaching the final value: experiment(s) {kept} "
+                   f"({name} {fmt(statistics.fmean(s['values']))}; worse than the final by "
+                   f"{s['shortfall']:+.4g}{ci})")  # fmt: skip
+    elif s is not None and not s["reaches"]:
+        typer.echo("the keeps that matter do not reach the final value without the "
+                   "hitchhikers; keep them all")  # fmt: skip
+    typer.echo(f"table written to {ablation.path}")
 
 
 def apply_change(
@@ -128,8 +140,10 @@ def apply_change(
     if not res.changed:
         typer.echo(f"experiment {n}'s change is already in your checkout; nothing changed")
         return
+    how = {"proposer": f"re-applied by the {res.by} proposer",
+           "merge": "merged word by word"}.get(res.how, res.how)  # fmt: skip
     typer.echo(f"applied experiment {n} ({res.description}) to {', '.join(res.changed)} "
-               "as an unstaged change; review it with `git diff`")  # fmt: skip
+               f"as an unstaged change ({how}); review it with `git diff`")  # fmt: skip
     if res.already:
         typer.echo(f"already had the change: {', '.join(res.already)}")
 

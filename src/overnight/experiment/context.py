@@ -3,6 +3,8 @@ controller proposes exactly as well as one that never stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from overnight.isolation.runner import tail_text
 from overnight.proposers.base import Context
 from overnight.store.records import ExperimentRecord
@@ -43,8 +45,10 @@ def build_context(
     best: ExperimentRecord,
     best_files: dict[str, str],
     seed: int,
+    running: Mapping[int, str] | None = None,
 ) -> Context:
-    """`history`: every decided experiment (the recorder keeps it in step with the ledger)."""
+    """`history`: every decided experiment (the recorder keeps it in step with the ledger);
+    `running`: the experiments in flight, number -> description (the recorder's)."""
     cfg = study.cfg
     history = sorted(history, key=lambda r: r.experiment)
     instructions_path = study.root / cfg.study.instructions
@@ -68,4 +72,6 @@ def build_context(
         constraints=[c.model_dump() for c in cfg.constraints],
         best_metrics=dict(best.metrics),
         trace_digest=trace_digest(study, history, best),
+        in_flight=[{"experiment": n, "description": d} for n, d in sorted((running or {}).items())
+                   if n > 0],  # fmt: skip
     )

@@ -310,7 +310,7 @@ class Loop:
         best = self.rec.best
         assert best is not None
         return build_context(self.study, list(self.rec.history), best.record, best.files,
-                             self.opts.seed)  # fmt: skip
+                             self.opts.seed, self.rec.running)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
         return self._after(self.pipeline.run(proposal, slot))
