@@ -56,6 +56,15 @@ def test_the_same_text_changed_on_both_sides_is_a_conflict_with_its_text() -> No
                             "it reads `B = 8`")  # fmt: skip
 
 
+def test_a_number_or_a_dotted_name_is_one_word() -> None:
+    # "3.0 → 3.5" and "3.0 → 4.0" change the same number; joined they would say 4.5.
+    merged, clashes = merge("A = 3.0\n", "A = 3.5\n", "A = 4.0\n")
+    assert merged is None and len(clashes) == 1
+    merged, _ = merge("x = torch.float32\n", "x = np.float32\n", "x = torch.float16\n")
+    assert merged is None
+    assert tokens("lr=1e-3*x.y") == ["lr", "=", "1e-3", "*", "x.y"]
+
+
 def test_different_words_of_one_line_merge_and_touching_edits_do_not() -> None:
     base = "opt = Adam(lr=0.01, betas=(0.9, 0.95))\n"
     merged, _ = merge(base, base.replace("0.01", "0.02"), base.replace("0.95", "0.99"))

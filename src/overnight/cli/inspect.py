@@ -177,6 +177,12 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
         )
     if meta.get("isolation"):
         lines.append(f"isolation: {meta['isolation']}")
+    moved = verdict.get("transfer") or meta.get("transfer") or {}
+    if moved.get("transferred"):
+        how = f"by the {moved['by']} proposer's own rebase" if moved.get("how") == "proposer" \
+            else "with a word-level three-way merge"
+        lines.append(f"transferred: made on {str(moved.get('from'))[:7]}, carried onto "
+                     f"experiment {moved.get('onto')} {how}, then measured there")  # fmt: skip
     return lines
 
 

@@ -304,13 +304,14 @@ class Loop:
             proposal = box["p"]
         proposal.proposer = proposal.proposer or self.proposer.name
         proposal.base_commit = ctx.best_commit
+        self.rec.waiting(proposal)
         return proposal
 
     def _context(self) -> Any:
         best = self.rec.best
         assert best is not None
         return build_context(self.study, list(self.rec.history), best.record, best.files,
-                             self.opts.seed, self.rec.running)  # fmt: skip
+                             self.opts.seed, self.rec.running, self.rec.queued)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
         return self._after(self.pipeline.run(proposal, slot))

@@ -6,7 +6,8 @@ every change is next to another one (knobs sit on consecutive lines), so a line 
 throws away changes that never clashed. Here the three versions are split into tokens —
 runs of word characters, runs of blanks, single line breaks, single punctuation marks — and
 each side's edits against the common base are found with diff-match-patch's Myers diff over
-those tokens. Two edits from different sides conflict when they overlap or touch (no
+those tokens. A number (`3.0`, `1e-3`, `0x1F`) and a dotted name (`torch.float32`) are one
+token each, so two changes of the same number or name always meet. Two edits from different sides conflict when they overlap or touch (no
 unchanged token between them); anything else is combined. Identical edits on both sides
 are taken once. Nothing is ever resolved by guessing: a conflict returns no text, only the
 places and the three texts there.
@@ -20,7 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"\r\n|[\r\n]|[^\S\r\n]+|\w+|[^\w\s]")
+_TOKEN = re.compile(
+    r"\r\n|[\r\n]|[^\S\r\n]+"  # a line break; a run of blanks
+    r"|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d+)?\w*"  # a number, with its suffix
+    r"|\w+(?:\.\w+)*"  # a word or a dotted name
+    r"|[^\w\s]"  # one punctuation mark
+)
 DIFF_TIMEOUT_S = 5.0
 
 
@@ -139,7 +145,8 @@ def merge(base: str, ours: str, theirs: str) -> tuple[str | None, list[Clash]]:
             shift[s] += sum(e.growth for e in sides[s])
         at = hi
     if clashes:
-        return None, clashes
+        unique = {(c.line, c.base, c.ours, c.theirs): c for c in clashes}  # one per line(s)
+        return None, list(unique.values())
     return "".join(out + bt[at:]), []
 
 

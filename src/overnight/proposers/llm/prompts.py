@@ -282,6 +282,7 @@ def in_flight_section(ctx: Context) -> list[str]:
     slots): any of them may become the best before this proposal runs."""
     if not ctx.in_flight:
         return []
-    rows = [f'- #{r["experiment"]} "{one_line(str(r["description"]), 100)}"' for r in ctx.in_flight]
+    rows = [f'- {"#" + str(r["experiment"]) if r["experiment"] else "next"}: '
+            f'"{one_line(str(r["description"]), 100)}"' for r in ctx.in_flight]
     return ["# Experiments in flight\nBeing measured now; any may become the best before your "
             "change runs. Do not propose them again:\n" + "\n".join(rows)]  # fmt: skip
