@@ -108,23 +108,22 @@ def _print_ablation(study: Any, ablation: Any) -> None:
     Console().print(out)
     negligible = [str(r["experiment"]) for r in table if r["hitchhiker"]]
     if negligible:
-        typer.echo(f"hitchhikers (indistinguishable from zero) — negligible: experiment(s) "
-                   f"{', '.join(negligible)}; consider "
-                   f"`overnight finish --drop {','.join(negligible)}`")  # fmt: skip
+        typer.echo(f"hitchhikers (removed alone, indistinguishable from zero) — negligible: "
+                   f"experiment(s) {', '.join(negligible)}")  # fmt: skip
     for r in table:
         if r["dependents"]:
             typer.echo(f"experiment {r['experiment']} is built on by experiment(s) "
                        f"{', '.join(map(str, r['dependents']))}: its row is for them together")
     s = ablation.smallest
-    if s is not None and s["reaches"] and len(s["experiments"]) < len(table):
-        ci = "" if s["ci95"] is None else f" ± {s['ci95']:.4g}"
+    if len(s["experiments"]) < len(table):
         kept = ", ".join(map(str, s["experiments"])) or "none (the start commit)"
-        typer.echo(f"smallest set reaching the final value: experiment(s) {kept} "
-                   f"({name} {fmt(statistics.fmean(s['values']))}; worse than the final by "
-                   f"{s['shortfall']:+.4g}{ci})")  # fmt: skip
-    elif s is not None and not s["reaches"]:
-        typer.echo("the keeps that matter do not reach the final value without the "
-                   "hitchhikers; keep them all")  # fmt: skip
+        how = "the same code as the final branch" if s["same_code"] else (
+            f"{name} {fmt(statistics.fmean(s['values']))}, short of the final by "
+            f"{s['shortfall']:+.4g}" + ("" if s["ci95"] is None else f" ± {s['ci95']:.4g}"))
+        others = ",".join(str(r["experiment"]) for r in table
+                          if r["experiment"] not in s["experiments"])  # fmt: skip
+        typer.echo(f"smallest set reaching the final value: experiment(s) {kept} ({how}); "
+                   f"keep only those with `overnight finish --drop {others}`")  # fmt: skip
     typer.echo(f"table written to {ablation.path}")
 
 

@@ -4,11 +4,12 @@
 changes a conflict when they touch the same *or adjacent* lines. In a one-file study nearly
 every change is next to another one (knobs sit on consecutive lines), so a line merge
 throws away changes that never clashed. Here the three versions are split into tokens —
-runs of word characters, runs of blanks, single line breaks, single punctuation marks — and
-each side's edits against the common base are found with diff-match-patch's Myers diff over
-those tokens. A number (`3.0`, `1e-3`, `0x1F`) and a dotted name (`torch.float32`) are one
-token each, so two changes of the same number or name always meet. Two edits from different sides conflict when they overlap or touch (no
-unchanged token between them); anything else is combined. Identical edits on both sides
+words, numbers, runs of blanks, single line breaks, single punctuation marks; a number
+(`3.0`, `1e-3`, `0x1F`) and a dotted name (`torch.float32`) are one token each, so two
+changes of the same number or name always meet — and each side's edits against the common
+base are found with diff-match-patch's Myers diff over those tokens. Two edits from
+different sides conflict when they overlap or touch (no unchanged token between them);
+anything else is combined. Identical edits on both sides
 are taken once. Nothing is ever resolved by guessing: a conflict returns no text, only the
 places and the three texts there.
 

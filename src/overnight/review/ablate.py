@@ -41,6 +41,9 @@ from overnight.store.lock import study_lock
 from overnight.store.study import Study
 
 DEFAULT_REPEATS = 3
+# Up to this many keeps, the smallest set is first reduced by trying each keep's removal
+# (a replay of the series, merges only, no runs): quadratic in the keeps.
+MAX_REDUCE = 60
 SLOT = "ablate"  # the worktree ablation runs in (.overnight/worktrees/<name>-ablate)
 # Two-sided 95% critical values of Student's t by degrees of freedom: with 3 repeats the
 # standard error itself is so uncertain that 2·SE would call noise a contribution.
@@ -239,33 +242,49 @@ class Ablation:
 
     def smallest_set(
         self, variants: list[Variant], rows: list[dict[str, Any]], progress: Callable[[str], None]
-    ) -> dict[str, Any] | None:
-        """The keeps that matter (those that help, or break the code when removed) plus what
-        they build on, measured together: do they alone reach the final value?"""
-        keeps = self.result.series.keeps
-        needed = {r["experiment"] for r in rows if r["effect"] in ("helps", "essential")}
+    ) -> dict[str, Any]:
+        """A minimal set of keeps that reaches the final value. First, free of runs: keeps
+        whose removal leaves the final code byte for byte (later keeps re-set what they
+        changed) are dropped one at a time, oldest first. Then the hitchhikers among the
+        rest are left out too (keeping what the others build on), and that set is measured
+        once; when it falls short of the final value beyond the interval, the first set
+        stands."""
+        keeps, final = self.result.series.keeps, variants[0]
+        changes = Changes(self.study, self.result.start)
+        same = list(keeps)
+        if len(keeps) <= MAX_REDUCE:
+            for keep in keeps:
+                trial = [k for k in same if k is not keep]
+                series = replay(changes, self.result.start, trial, leave_out=True)
+                tree = series.trees[-1] if series.trees else changes.ws.tree_id(self.result.start)
+                if not series.left_out and tree == final.tree:
+                    same = trial
+        found: dict[str, Any] = {"experiments": [k.n for k in same], "same_code": True,
+                                 "values": final.values, "shortfall": 0.0, "ci95": 0.0,
+                                 "runs": 0}  # fmt: skip
+        hitchhikers = {r["experiment"] for r in rows if r["hitchhiker"]}
         builds_on = {v.removed: set(v.dependents) for v in variants[1:]}
+        needed = {k.n for k in same} - hitchhikers
         grew = True
-        while grew:  # a needed keep needs the keeps it builds on
+        while grew:  # a keep that stays needs the keeps it builds on
             more = {k for k, deps in builds_on.items() if deps & needed} - needed
             grew, needed = bool(more), needed | more
-        chosen = [k for k in keeps if k.n in needed]
-        final = variants[0]
-        known = {v.tree: v for v in variants if v.same_as is None}
-        v = _variant(Changes(self.study, self.result.start), self.result, "smallest-set", chosen,
-                     known)  # fmt: skip
-        if v.dependents:
-            return None  # it does not build without others: no smaller set to offer
-        self.measure([v], progress, "smallest set")
-        if v.error is not None or len(v.values) != len(final.values):
-            return None
-        paired = self._paired(final, v, self._floor(final))
-        reaches = paired["contribution"] <= max(paired["ci95"] or 0.0, self._floor(final))
+        fewer = [k for k in same if k.n in needed]
+        if len(fewer) < len(same):
+            known = {v.tree: v for v in variants if v.same_as is None}
+            v = _variant(changes, self.result, "smallest-set", fewer, known)
+            if not v.dependents:
+                self.measure([v], progress, "smallest set")
+            if not v.dependents and v.error is None and len(v.values) == len(final.values):
+                paired = self._paired(final, v, self._floor(final))
+                if paired["contribution"] <= max(paired["ci95"] or 0.0, self._floor(final)):
+                    found = {"experiments": [k.n for k in fewer], "same_code": v.same_as is final,
+                             "values": v.values, "shortfall": paired["contribution"],
+                             "ci95": paired["ci95"],
+                             "runs": 0 if v.same_as is not None else len(v.values)}  # fmt: skip
         for row in rows:
-            row["in_smallest_set"] = row["experiment"] in needed if reaches else None
-        return {"experiments": [k.n for k in chosen], "values": v.values, "reaches": reaches,
-                "shortfall": paired["contribution"], "ci95": paired["ci95"],
-                "runs": 0 if v.same_as is not None else len(v.values)}  # fmt: skip
+            row["in_smallest_set"] = row["experiment"] in found["experiments"]
+        return found
 
 
 def write_table(study: Study, rows: list[dict[str, Any]]) -> Path:
@@ -282,7 +301,7 @@ class AblationResult:
     rows: list[dict[str, Any]]
     final_values: list[float]
     path: Path
-    smallest: dict[str, Any] | None  # see Ablation.smallest_set
+    smallest: dict[str, Any]  # see Ablation.smallest_set
 
 
 def run_ablation(
