@@ -97,7 +97,7 @@ def _variant(changes: Changes, result: FinishResult, label: str, keeps: list[Kee
     """`keeps` carried onto the start, leaving out those that build on the missing ones."""
     ws = changes.ws
     series = replay(changes, result.start, keeps, leave_out=True)
-    tree = series.trees[-1] if series.trees else ws.tree_id(result.start)
+    tree = series.tree
     v = Variant(label, None, None, tree=tree, dependents=sorted(series.left_out))
     v.why = "; ".join(f"experiment {n}: {d.reason()}" for n, d in sorted(series.left_out.items()))
     v.same_as = known.get(tree)
@@ -256,8 +256,7 @@ class Ablation:
             for keep in keeps:
                 trial = [k for k in same if k is not keep]
                 series = replay(changes, self.result.start, trial, leave_out=True)
-                tree = series.trees[-1] if series.trees else changes.ws.tree_id(self.result.start)
-                if not series.left_out and tree == final.tree:
+                if not series.left_out and series.tree == final.tree:
                     same = trial
         found: dict[str, Any] = {"experiments": [k.n for k in same], "same_code": True,
                                  "values": final.values, "shortfall": 0.0, "ci95": 0.0,

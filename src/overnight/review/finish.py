@@ -53,6 +53,7 @@ class Series:
     # Keeps that did not carry onto the series without the ones left out (they build on
     # them), when replay was asked to leave such keeps out rather than stop.
     left_out: dict[int, Carried] = field(default_factory=dict)
+    tree: str = ""  # the tree at the end (the start's when no keep applied)
 
 
 class ReplayConflict(OvernightError):
@@ -138,6 +139,7 @@ def replay(changes: Changes, start: str, keeps: list[Keep], leave_out: bool = Fa
         series.keeps.append(keep)
         series.trees.append(tree)
         current = tree
+    series.tree = current
     return series
 
 
