@@ -126,6 +126,7 @@ class Ablation:
         self.repeats = repeats
         self.seed = seed
         self.dir = study.state_dir / "ablation"
+        self.changes = Changes(study, result.start)
         setup = prepare_runs(study, result.start)
         self.ws = study.ws
         # A worktree of its own, so ablation runs never share a slot (or its leftovers) with
@@ -250,7 +251,7 @@ class Ablation:
         once; when it falls short of the final value beyond the interval, the first set
         stands."""
         keeps, final = self.result.series.keeps, variants[0]
-        changes = Changes(self.study, self.result.start)
+        changes = self.changes
         same = list(keeps)
         if len(keeps) <= MAX_REDUCE:
             for keep in keeps:
@@ -308,7 +309,7 @@ def run_ablation(
 ) -> AblationResult:
     """Build, measure, tabulate and write."""
     ablation = Ablation(study, result, repeats)
-    variants = _variants(Changes(study, result.start), result)
+    variants = _variants(ablation.changes, result)
     shutil.rmtree(ablation.dir, ignore_errors=True)
     try:
         ablation.measure(variants, progress)
