@@ -32,6 +32,7 @@ SCRIPTS: list[tuple[str, str, list[str], bool]] = [
     ("overhead", "overhead.py", [], False),
     ("mcp_roundtrip", "mcp_roundtrip.py", [], False),
     ("report_scale", "report_scale.py", [], True),
+    ("stale", "stale.py", [], False),
 ]
 QUICK_ARGS = {
     "harness_cost": ["--quick", "--no-install"],

@@ -386,3 +386,16 @@ def test_llm_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     kind, why = resolve_kind("auto", config({"provider": "openai", "model": "qwen",
                                              "base_url": "http://127.0.0.1:9/v1"}))  # fmt: skip
     assert kind == "llm" and "needs no key" in why
+
+
+def test_prompt_lists_the_experiments_in_flight() -> None:
+    ctx = rich_context()
+    _, user = llm_prompt(ctx, whole_file=True)
+    assert "in flight" not in user  # nothing running: no section
+    ctx.in_flight = [{"experiment": 28, "description": "X 8 → 6"},
+                     {"experiment": None, "description": "Y 2 → 1"}]  # fmt: skip
+    _, user = llm_prompt(ctx, whole_file=True)
+    section = user.split("# Experiments in flight\n", 1)[1].split("\n\n", 1)[0]
+    assert "Do not propose them again" in section
+    assert section.splitlines()[1:] == ['- #28: "X 8 → 6"', '- next: "Y 2 → 1"']
+    assert user.index("# History") < user.index("# Experiments in flight")

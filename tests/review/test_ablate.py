@@ -77,3 +77,27 @@ def test_ablation_tells_the_real_keep_from_the_lucky_one(tmp_path: Path) -> None
 def test_repeats_needs_ablate(score_repo: Path) -> None:
     out = run_cli(score_repo, "finish", "--repeats", "2")
     assert out.returncode == 2 and "--repeats" in out.stderr
+
+
+def test_a_keep_that_a_later_keep_builds_on_is_measured_with_it(tmp_path: Path) -> None:
+    """Keep 2 changes the very text keep 1 wrote: without 1 it has nothing to change, so
+    leaving 1 out leaves 2 out too, and the row says so with a number for the pair."""
+    src = "X = 10\n# -\nY = 5\nprint(f'score: {X + Y}')\n"
+    repo = make_repo(tmp_path / "repo", {"score.py": src, "overnight.toml": score_config()})
+    env = write_script(tmp_path / "s.json", [
+        {"files": {"score.py": src.replace("X = 10", "X = 7")}, "description": "X 10 → 7"},
+        {"files": {"score.py": src.replace("X = 10", "X = 6")}, "description": "X 7 → 6"},
+        {"files": {"score.py": src.replace("X = 10", "X = 6").replace("Y = 5", "Y = 4")},
+         "description": "Y 5 → 4"},
+    ])  # fmt: skip
+    assert run_cli(repo, "run", "-n", "3", "--plain", env=env).returncode == 0
+    out = run_cli(repo, "finish", "--ablate", "--json", "--repeats", "2", env=env)
+    assert out.returncode == 0, out.stderr
+    by_n = {r["experiment"]: r for r in json.loads(out.stdout)}
+    first, second, third = by_n[1], by_n[2], by_n[3]
+    assert first["dependents"] == [2] and first["contribution"] == 4.0  # 1 and 2 together
+    assert "removed together with experiment(s) 2" in first["note"]
+    assert "X = 7" in first["note"]  # the text that ties them
+    assert second["dependents"] == [] and second["contribution"] == 1.0
+    assert third["contribution"] == 1.0 and third["ci95"] == 0.0
+    assert all(r["in_smallest_set"] for r in by_n.values())

@@ -74,6 +74,21 @@ def test_apply_rejects_the_baseline_and_unknown_experiments(study: Path) -> None
     assert git(study, "status", "--porcelain") == ""
 
 
+def test_apply_carries_over_a_committed_change_on_the_next_line(study: Path) -> None:
+    """A line merge refused this (adjacent lines); the word-level merge carries it."""
+    git(study, "checkout", "-q", "-b", "next-line")
+    (study / "score.py").write_text(src(10, 5).replace("X = 10\n", "X = 10\nZ = 0\n"))
+    git(study, "commit", "-qam", "Z below X")
+    try:
+        out = run_cli(study, "apply", "1")
+        assert out.returncode == 0, out.stderr
+        assert "merged word by word" in out.stdout
+        assert (study / "score.py").read_text() == src(7, 5).replace("X = 7\n", "X = 7\nZ = 0\n")
+    finally:
+        git(study, "reset", "-q", "--hard")
+        git(study, "checkout", "-q", "main")
+
+
 def test_apply_refuses_when_the_committed_code_moved_on(study: Path) -> None:
     git(study, "checkout", "-q", "-b", "moved")
     (study / "score.py").write_text(src(12, 5))
@@ -82,6 +97,8 @@ def test_apply_refuses_when_the_committed_code_moved_on(study: Path) -> None:
         out = run_cli(study, "apply", "1")
         assert out.returncode == 2 and "differs from the code the change was made" in out.stderr
         assert "git switch --detach" in out.stderr
+        assert ("score.py line 1: the change turns `X = 10` into `X = 7`, but here it reads "
+                "`X = 12`") in out.stderr  # fmt: skip
         assert git(study, "status", "--porcelain") == ""
     finally:
         git(study, "checkout", "-q", "main")

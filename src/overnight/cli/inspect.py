@@ -192,6 +192,12 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"gain: {g['gain']:.4g} ({interval}{', marginal' if g['marginal'] else ''})")
     if meta.get("isolation"):
         lines.append(f"isolation: {meta['isolation']}")
+    moved = verdict.get("transfer") or meta.get("transfer") or {}
+    if moved.get("transferred"):
+        how = f"by the {moved['by']} proposer's own rebase" if moved.get("how") == "proposer" \
+            else "with a word-level three-way merge"
+        lines.append(f"transferred: made on {str(moved.get('from'))[:7]}, carried onto "
+                     f"experiment {moved.get('onto')} {how}, then measured there")  # fmt: skip
     return lines
 
 

@@ -50,10 +50,8 @@ def finish(
             result.patches = write_patches(study, result, patches)
         if ablate:
             count = repeats or max(DEFAULT_REPEATS, study.cfg.metric.repeats)
-            table, final_values, table_path = run_ablation(
-                study, result, count, lambda msg: typer.echo(msg, err=True)
-            )
-            by_n = {r["experiment"]: r for r in table}
+            ablation = run_ablation(study, result, count, lambda msg: typer.echo(msg, err=True))
+            by_n = {r["experiment"]: r for r in ablation.rows}
             for row in rows:
                 row.update(by_n[row["experiment"]])
     if as_json:
@@ -61,7 +59,7 @@ def finish(
         return
     _print_finish(study, result)
     if ablate:
-        _print_ablation(study, table, final_values, table_path)
+        _print_ablation(study, ablation)
 
 
 def _print_finish(study: Any, result: Any) -> None:
@@ -89,15 +87,14 @@ def _print_finish(study: Any, result: Any) -> None:
     typer.echo(f"next: git push <remote> {result.branch}, then open a pull request from it")
 
 
-def _print_ablation(
-    study: Any, table: list[dict[str, Any]], final_values: list[float], path: Path
-) -> None:
+def _print_ablation(study: Any, ablation: Any) -> None:
     import statistics
 
     from rich.console import Console
     from rich.table import Table
 
     name = study.cfg.metric.name
+    table, final_values = ablation.rows, ablation.final_values
     mean = statistics.fmean(final_values)
     title = f"ablation: {name} of the final branch {fmt(mean)} over {len(final_values)} runs"
     out = Table(title=title + "; contribution = how much worse without it")
@@ -109,11 +106,25 @@ def _print_ablation(
         out.add_row(str(r["experiment"]), r["description"], contribution, ci, r["effect"],
                     r["error"] or r["note"] or "")  # fmt: skip
     Console().print(out)
-    negligible = [str(r["experiment"]) for r in table if r["negligible"]]
+    negligible = [str(r["experiment"]) for r in table if r["hitchhiker"]]
     if negligible:
-        typer.echo(f"negligible: experiment(s) {', '.join(negligible)}; consider "
-                   f"`overnight finish --drop {','.join(negligible)}`")  # fmt: skip
-    typer.echo(f"table written to {path}")
+        typer.echo(f"hitchhikers (removed alone, indistinguishable from zero) — negligible: "
+                   f"experiment(s) {', '.join(negligible)}")  # fmt: skip
+    for r in table:
+        if r["dependents"]:
+            typer.echo(f"experiment {r['experiment']} is built on by experiment(s) "
+                       f"{', '.join(map(str, r['dependents']))}: its row is for them together")
+    s = ablation.smallest
+    if len(s["experiments"]) < len(table):
+        kept = ", ".join(map(str, s["experiments"])) or "none (the start commit)"
+        how = "the same code as the final branch" if s["same_code"] else (
+            f"{name} {fmt(statistics.fmean(s['values']))}, short of the final by "
+            f"{s['shortfall']:+.4g}" + ("" if s["ci95"] is None else f" ± {s['ci95']:.4g}"))
+        others = ",".join(str(r["experiment"]) for r in table
+                          if r["experiment"] not in s["experiments"])  # fmt: skip
+        typer.echo(f"smallest set reaching the final value: experiment(s) {kept} ({how}); "
+                   f"keep only those with `overnight finish --drop {others}`")  # fmt: skip
+    typer.echo(f"table written to {ablation.path}")
 
 
 def apply_change(
@@ -128,8 +139,10 @@ def apply_change(
     if not res.changed:
         typer.echo(f"experiment {n}'s change is already in your checkout; nothing changed")
         return
+    how = {"proposer": f"re-applied by the {res.by} proposer",
+           "merge": "merged word by word"}.get(res.how, res.how)  # fmt: skip
     typer.echo(f"applied experiment {n} ({res.description}) to {', '.join(res.changed)} "
-               "as an unstaged change; review it with `git diff`")  # fmt: skip
+               f"as an unstaged change ({how}); review it with `git diff`")  # fmt: skip
     if res.already:
         typer.echo(f"already had the change: {', '.join(res.already)}")
 

@@ -3,6 +3,9 @@ controller proposes exactly as well as one that never stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from overnight.isolation.runner import tail_text
 from overnight.proposers.base import Context
 from overnight.store.records import ExperimentRecord
@@ -37,14 +40,26 @@ def trace_digest(study: Study, history: list[ExperimentRecord], best: Experiment
     )  # fmt: skip
 
 
+def in_flight(running: Mapping[int, str], queued: Mapping[int, str]) -> list[dict[str, Any]]:
+    """What may become the best before a new proposal runs: the experiments running now
+    (by number) and the proposals waiting for a slot (no number yet)."""
+    out: list[dict[str, Any]] = [{"experiment": n, "description": d}
+                                 for n, d in sorted(running.items()) if n > 0]  # fmt: skip
+    return out + [{"experiment": None, "description": d} for d in queued.values()]
+
+
 def build_context(
     study: Study,
     history: list[ExperimentRecord],
     best: ExperimentRecord,
     best_files: dict[str, str],
     seed: int,
+    running: Mapping[int, str] | None = None,
+    queued: Mapping[int, str] | None = None,
 ) -> Context:
-    """`history`: every decided experiment (the recorder keeps it in step with the ledger)."""
+    """`history`: every decided experiment (the recorder keeps it in step with the ledger);
+    `running`: the experiments in flight, number -> description, and `queued`: proposals
+    made ahead that wait for a slot (the recorder's)."""
     cfg = study.cfg
     history = sorted(history, key=lambda r: r.experiment)
     instructions_path = study.root / cfg.study.instructions
@@ -68,4 +83,5 @@ def build_context(
         constraints=[c.model_dump() for c in cfg.constraints],
         best_metrics=dict(best.metrics),
         trace_digest=trace_digest(study, history, best),
+        in_flight=in_flight(running or {}, queued or {}),
     )

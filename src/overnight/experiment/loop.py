@@ -316,6 +316,7 @@ class Loop:
         # What the change was made on: the context's best, unless the proposer knows better
         # (a submission waited for is made on the best of the moment it arrived).
         proposal.base_commit = proposal.base_commit or ctx.best_commit
+        self.rec.waiting(proposal)
         return proposal
 
     def _context(self) -> Any:
@@ -323,8 +324,9 @@ class Loop:
         assert best is not None
         # Controls are not the proposer's: it never sees them (nor learns from them).
         history = [r for r in self.rec.history if r.control_of is None]
+        running = {n: d for n, d in self.rec.running.items() if n not in self.rec.controls}
         return build_context(self.study, history, best.record, best.files,
-                             self.opts.seed)  # fmt: skip
+                             self.opts.seed, running, self.rec.queued)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
         return self._after(self.pipeline.run(proposal, slot))

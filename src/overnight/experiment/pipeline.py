@@ -24,7 +24,7 @@ from overnight.experiment.measure import Measurer, Run, aggregate
 from overnight.experiment.recorder import Best, Recorder
 from overnight.experiment.reference import best_holdout, has_holdout, reference
 from overnight.experiment.view import View
-from overnight.git.transfer import three_way_text
+from overnight.git.transfer import Conflict, carry
 from overnight.git.workspace import Workspace
 from overnight.isolation.integrity import outside_surface, surface_hash
 from overnight.judging import controls
@@ -65,11 +65,23 @@ class Transfer:
     """How a change made on an older best was carried onto the current one."""
 
     files: dict[str, str] | None  # the carried change, None when it does not carry
-    how: str  # "none" (made on the current best), "proposer", "merge"
-    conflicts: list[str]
+    how: str  # "none" (made on the current best), "proposer" (its own rebase), "merge"
+    conflicts: list[Conflict]
+    made_on: str = ""  # the best it was made on
+    onto: int | None = None  # the experiment it was carried onto
+    by: str = ""  # the proposer whose own rebase carried it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"how": self.how, "conflicts": self.conflicts}
+        out: dict[str, Any] = {"transferred": self.files is not None, "how": self.how,
+                               "from": self.made_on, "onto": self.onto}  # fmt: skip
+        if self.by:
+            out["by"] = self.by
+        if self.conflicts:
+            out["conflicts"] = [c.as_dict() for c in self.conflicts]
+        return out
+
+    def reason(self) -> str:
+        return "; ".join(c.describe() for c in self.conflicts)
 
 
 class Pipeline:
@@ -138,25 +150,21 @@ class Pipeline:
         return commit
 
     def transfer(self, proposal: Proposal, made_on: str, best: Best) -> Transfer:
-        """Carry a change made on an older best (run-ahead, parallel slots) onto `best`:
-        the proposer's own `rebase()` first (tune re-sets its knobs), else a three-way
-        merge of the text."""
+        """Carry a change made on an older best (run-ahead, parallel slots) onto `best` with
+        `git.transfer.carry`: the proposer's own `rebase()` first (tune re-sets its knobs,
+        llm re-applies its SEARCH/REPLACE blocks), else a word-level three-way merge. The
+        carried candidate is measured like any other; the record says how it got there."""
         if not made_on or made_on == best.commit or not proposal.files:
             return Transfer(None, "none", [])
         if proposal.invalid_reason:
             return Transfer(None, "none", [])
-        rebased = self.rebase(proposal, dict(best.files))
-        if rebased is not None:
-            return Transfer(rebased, "proposer", [])
         old = self.ws.read_files(made_on, list(proposal.files))
-        merged, conflicts = {}, []
-        for path, text in proposal.files.items():
-            out = three_way_text(old.get(path, ""), best.files.get(path, ""), text)
-            if out is None:
-                conflicts.append(path)
-            else:
-                merged[path] = out
-        return Transfer(None if conflicts else merged, "merge", conflicts)
+        done = carry(old, proposal.files, best.files,
+                     lambda surface: self.rebase(proposal, surface), proposal.proposer)  # fmt: skip
+        files = None if done.files is None else {p: t or "" for p, t in done.files.items()}
+        moved = Transfer(files, done.how, done.conflicts, made_on, best.experiment, done.by)
+        proposal.meta["transfer"] = moved.as_dict()  # stored with the proposal in the ledger
+        return moved
 
     def screen(
         self, n: int, proposal: Proposal, files: dict[str, str], digest: str, best: Best,
@@ -171,9 +179,9 @@ class Pipeline:
         if outside:
             return Verdict("rejected", "changed files outside the surface: " + ", ".join(outside))
         if moved.conflicts:
-            return Verdict("invalid", "proposed on an older best; its change does not merge onto "
-                           f"experiment {best.experiment}: conflict in "
-                           + ", ".join(moved.conflicts))  # fmt: skip
+            why = f"conflict in {moved.reason()}"
+            return Verdict("invalid", "proposed on an older best; its change does not merge "
+                           f"onto experiment {best.experiment}: {why}")  # fmt: skip
         if not proposal.files or digest == best.hash:
             return Verdict("invalid", "empty change: the surface is identical to the current "
                            f"best (experiment {best.experiment})")  # fmt: skip
@@ -223,7 +231,7 @@ class Pipeline:
                 why = ""
                 if again.files is None:
                     why = (f"its change does not merge onto experiment {now.experiment}: "
-                           f"conflict in {', '.join(again.conflicts)}")  # fmt: skip
+                           f"conflict in {again.reason()}")  # fmt: skip
                 elif surface_hash(files) == now.hash:
                     why = "its change is already in the new best"
                 elif round_ == MAX_ROUNDS:

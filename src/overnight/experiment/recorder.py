@@ -75,6 +75,9 @@ class Recorder:
         self.tallies = Tallies()
         self.best: Best | None = None
         self.running: dict[int, str] = {}  # experiments in flight: description
+        # Proposals made but not numbered yet (waiting for a slot): id(proposal) -> description.
+        self.queued: dict[int, str] = {}
+        self.controls: set[int] = set()  # experiments of this night that are controls
         self._clock = time.monotonic()
         self._next: int | None = None
         self.noise: NoisePool  # set by load()
@@ -116,10 +119,21 @@ class Recorder:
             n, self._next = self._next, self._next + 1
             return n
 
+    def waiting(self, proposal: Proposal) -> None:
+        """A proposal made ahead, before a slot takes it: in flight for later proposals."""
+        with self.lock:
+            self.queued[id(proposal)] = proposal.description
+
     def proposed(
         self, n: int, proposal: Proposal, parent: str, diff: str, digest: str,
         control_of: int | None = None,
     ) -> None:  # fmt: skip
+        with self.lock:
+            self.queued.pop(id(proposal), None)
+            if control_of is None:
+                self.running[n] = proposal.description
+            else:
+                self.controls.add(n)  # blinded: never listed to the proposer as in flight
         self.ledger.add_proposed(
             n, parent=parent, description=proposal.description, rationale=proposal.rationale,
             hypothesis=proposal.hypothesis, proposer=proposal.proposer, files=proposal.files,

@@ -159,8 +159,17 @@ class Workspace:
     def _commit(self, commit: str) -> Any:
         return self.repo.revparse_single(commit).peel(_pygit2().Commit)
 
+    def _tree(self, treeish: str) -> Any:
+        return self.repo.revparse_single(treeish).peel(_pygit2().Tree)
+
     def tree_id(self, commit: str) -> str:
-        return str(self._commit(commit).tree.id)
+        """The tree of a commit (or a tree id itself)."""
+        return str(self._tree(commit).id)
+
+    def changed_paths(self, old: str, new: str) -> list[str]:
+        """Files whose content, mode or presence differs between two commits or trees."""
+        diff = self._tree(old).diff_to_tree(self._tree(new))
+        return sorted({p for d in diff.deltas for p in (d.old_file.path, d.new_file.path)})
 
     def tracked_files(self, commit: str) -> list[str]:
         out: list[str] = []
@@ -177,8 +186,8 @@ class Workspace:
         return sorted(out)
 
     def read_bytes(self, commit: str, paths: Iterable[str]) -> dict[str, bytes | None]:
-        """Contents of `paths` at `commit`; None for a path that is not there."""
-        tree = self._commit(commit).tree
+        """Contents of `paths` at `commit` (or in a tree); None for a path that is not there."""
+        tree = self._tree(commit)
         out: dict[str, bytes | None] = {}
         for path in paths:
             try:
@@ -211,6 +220,11 @@ class Workspace:
         name, email = self._identity()
         sig = pg.Signature(name, email)
         return str(repo.create_commit(None, sig, sig, message, tree, [base.id]))
+
+    def tree_with(self, base: str, files: Mapping[str, bytes | None]) -> str:
+        """The id of `base`'s tree (a commit or a tree) with `files` written in; a None
+        content removes the file (and the directories it leaves empty)."""
+        return str(_replace(self.repo, self._tree(base), files))
 
     def commit_tree(self, tree: str, parent: str, message: str) -> str:
         """A commit of an existing tree on `parent` (finish writes its series with it)."""
@@ -377,12 +391,12 @@ def _as_bytes(content: str | bytes) -> bytes:
     return content.encode() if isinstance(content, str) else content
 
 
-def _replace(repo: Any, tree: Any, files: Mapping[str, bytes]) -> Any:
-    """The id of `tree` with `files` (path -> content) written in, building only the
-    subtrees on their paths; a file's mode is kept (new files are plain blobs)."""
+def _replace(repo: Any, tree: Any, files: Mapping[str, bytes | None]) -> Any:
+    """The id of `tree` with `files` (path -> content, None: removed) written in, building
+    only the subtrees on their paths; a file's mode is kept (new files are plain blobs)."""
     pg = _pygit2()
-    direct: dict[str, bytes] = {}
-    nested: dict[str, dict[str, bytes]] = {}
+    direct: dict[str, bytes | None] = {}
+    nested: dict[str, dict[str, bytes | None]] = {}
     for path, data in files.items():
         head, sep, rest = path.partition("/")
         if sep:
@@ -392,12 +406,20 @@ def _replace(repo: Any, tree: Any, files: Mapping[str, bytes]) -> Any:
     builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
     for name, data in direct.items():
         old = tree[name] if tree is not None and name in tree else None
+        if data is None:
+            if old is not None:
+                builder.remove(name)
+            continue
         mode = old.filemode if old is not None and old.filemode in (_BLOB, _EXEC) else _BLOB
         builder.insert(name, repo.create_blob(data), mode)
     for name, sub in nested.items():
         old = tree[name] if tree is not None and name in tree else None
         subtree = repo[old.id] if old is not None and old.type_str == "tree" else None
-        builder.insert(name, _replace(repo, subtree, sub), pg.enums.FileMode.TREE)
+        new = _replace(repo, subtree, sub)
+        if len(repo[new]):
+            builder.insert(name, new, pg.enums.FileMode.TREE)
+        elif old is not None:
+            builder.remove(name)
     return builder.write()
 
 

@@ -32,6 +32,11 @@ class Context:
     last_crash_log: str = ""
     constraints: list[dict[str, Any]] = field(default_factory=list)
     best_metrics: dict[str, float] = field(default_factory=dict)
+    # Experiments being measured now ({"experiment": n, "description": ...}, oldest first),
+    # then proposals made ahead that wait for a slot ("experiment": None): with run-ahead
+    # and parallel slots, any of them may become the best before this proposal runs, and
+    # proposing one of them again wastes an experiment.
+    in_flight: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BaseProposer(ABC):

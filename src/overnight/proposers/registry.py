@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 from overnight.errors import UsageError
 from overnight.proposers.base import BaseProposer
+from overnight.store.records import Proposal
 
 BUILTIN = {
     "tune": "overnight.proposers.tune.tune:TuneProposer",
@@ -72,3 +74,22 @@ def load_proposer(kind: str, cfg: Any, seed: int = 0) -> tuple[BaseProposer, str
     except TypeError:
         proposer = cls()
     return proposer, why
+
+
+# How a built-in proposer redoes its own change on other code, for the commands that carry
+# a recorded experiment without the proposer running (apply, finish --drop, --ablate).
+REAPPLY = {
+    "tune": "overnight.proposers.tune.rebase:reset_knobs",
+    "llm": "overnight.proposers.llm.edits:reapply_blocks",
+}
+
+
+def reapplier(proposal: Proposal) -> Callable[[dict[str, str]], dict[str, str] | None] | None:
+    """`proposal`'s own re-application onto a target surface, when its proposer has one."""
+    spec = REAPPLY.get(proposal.proposer)
+    if spec is None:
+        return None
+    fn = _load_object(spec)
+    if proposal.proposer == "llm":
+        return lambda surface: fn(proposal.response, surface)
+    return lambda surface: fn(proposal, surface)

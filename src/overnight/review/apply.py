@@ -1,9 +1,11 @@
 """`overnight apply N`: experiment N's change onto the user's checkout, as an unstaged edit.
 
-The change is the experiment's own diff (its candidate commit against its parent), merged
-three-way into each working file, so local edits elsewhere in the same file survive. Every
-file is merged in memory first; only when all merge cleanly is anything written, so a
-refusal leaves the checkout exactly as it was. The index is never touched.
+The change (its candidate commit against its parent) is carried onto the working files with
+`git.transfer.carry`, the mechanism the loop uses for a stale proposal: the proposer's own
+re-application when it has one (tune's knob values, llm's SEARCH/REPLACE blocks), else a
+word-level three-way merge, so local edits and neighbouring changes survive. Every file is
+computed in memory first; only when all carry is anything written, so a refusal leaves the
+checkout exactly as it was. The index is never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overnight.errors import OvernightError, UsageError
+from overnight.git.transfer import Carried, decode, encode
 from overnight.git.workspace import Workspace, git
+from overnight.review.changes import Changes, Recorded
 from overnight.store.study import Study
 
 
@@ -26,18 +30,14 @@ class ApplyResult:
     description: str
     changed: list[str] = field(default_factory=list)  # files written or deleted
     already: list[str] = field(default_factory=list)  # files that already had the change
+    how: str = ""  # how it was carried: "proposer" (its own re-application) or "merge"
+    by: str = ""
 
 
-def _blob(ws: Workspace, tree: str, path: str) -> tuple[bytes | None, str]:
-    """Content and mode of `path` in `tree` (None when absent)."""
+def _mode(ws: Workspace, tree: str, path: str) -> str:
+    """The mode of `path` in `tree` ("100644", "100755", …; "" when absent)."""
     out = git("ls-tree", "-z", tree, "--", path, cwd=ws.root).rstrip("\0")
-    if not out:
-        return None, ""
-    mode, _, sha = out.split("\t", 1)[0].split()
-    data = subprocess.run(
-        ["git", "cat-file", "blob", sha], cwd=ws.root, capture_output=True, check=True
-    ).stdout
-    return data, mode
+    return out.split()[0] if out else ""
 
 
 def _tree_from_stored_diff(ws: Workspace, parent: str, diff: str) -> str:
@@ -55,102 +55,81 @@ def _tree_from_stored_diff(ws: Workspace, parent: str, diff: str) -> str:
         return git("write-tree", cwd=ws.root, env=env).strip()
 
 
-def _merge(base: bytes, ours: bytes, theirs: bytes) -> bytes | None:
-    """`git merge-file` of one file; None on conflicts (or content it cannot merge)."""
-    with tempfile.TemporaryDirectory(prefix="overnight-apply-") as tmp:
-        paths = []
-        for name, data in (("ours", ours), ("base", base), ("theirs", theirs)):
-            p = Path(tmp) / name
-            p.write_bytes(data)
-            paths.append(str(p))
-        proc = subprocess.run(["git", "merge-file", "-p", "--quiet", *paths], capture_output=True)
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _change(study: Study, n: int) -> tuple[str, str, str]:
-    """(parent tree-ish, new tree-ish, description) of experiment `n`'s change."""
+def _change(study: Study, n: int) -> tuple[Recorded, str | None]:
+    """Experiment `n`'s change and the commit the study started from."""
     ledger = study.open_ledger()
     try:
         row = ledger.row(n)
+        rec = ledger.get(n)
+        start = ledger.get_meta("start_commit")
     finally:
         ledger.close()
-    if row is None:
+    if row is None or rec is None:
         raise UsageError(f"study {study.name!r} has no experiment {n}")
     if n == 0:
         raise UsageError("experiment 0 is the baseline: it changes nothing")
     if row.get("control_of") is not None:
         raise UsageError(f"experiment {n} is a control (the unchanged best, experiment "
                          f"{row['control_of']}, measured blind): it changes nothing")  # fmt: skip
-    parent, commit, desc = row["parent"], row["commit_sha"], row["description"]
+    parent, commit = row["parent"], row["commit_sha"]
     ws = study.ws
+    meta = rec.meta if isinstance(rec.meta, dict) else {}
+    found = Recorded(n, parent or "", commit or "", rec.description, rec.proposer, meta)
     if commit and parent and ws.commit_exists(commit) and ws.commit_exists(parent):
-        return parent, commit, desc
+        return found, start
     if parent and row["diff"].strip() and ws.commit_exists(parent):
-        return parent, _tree_from_stored_diff(ws, parent, row["diff"]), desc
+        found.new = _tree_from_stored_diff(ws, parent, row["diff"])
+        return found, start
     why = f" ({row['status']}: {row['reason']})" if row["status"] else ""
     raise UsageError(f"experiment {n} has no change to apply{why}")
 
 
-def _refusal(study: Study, n: int, parent: str, conflicts: list[str]) -> str:
-    files = ", ".join(conflicts)
-    edited = git("diff", "--name-only", "HEAD", "--", *conflicts, cwd=study.root, check=False)
+def _refusal(study: Study, n: int, parent: str, done: Carried) -> str:
+    files = ", ".join(done.paths)
+    edited = git("diff", "--name-only", "HEAD", "--", *done.paths, cwd=study.root, check=False)
     if edited.strip():
         return (
             f"refusing to apply experiment {n}: your checkout has local edits that conflict "
-            f"with its change in {files}. Commit or stash them (`git stash`), then run "
-            f"`overnight apply {n}` again. Nothing was changed."
+            f"with its change in {files} ({done.reason()}). Commit or stash them "
+            f"(`git stash`), then run `overnight apply {n}` again. Nothing was changed."
         )
-    # No local edits: the committed code itself has moved on where the change was made.
+    # No local edits: the committed code itself changed the same text since.
     return (
         f"refusing to apply experiment {n}: {files} in your checkout differs from the code "
-        f"the change was made against ({parent[:7]}) in the same lines. Try it on that "
-        f"commit (`git switch --detach {parent[:7]}`, then `overnight apply {n}`). "
-        "Nothing was changed."
+        f"the change was made against ({parent[:7]}) in the same text: {done.reason()}. "
+        f"Try it on that commit (`git switch --detach {parent[:7]}`, then `overnight apply "
+        f"{n}`). Nothing was changed."
     )
 
 
 def apply_experiment(study: Study, n: int) -> ApplyResult:
-    """Merge experiment `n`'s change into the working files of the user's checkout."""
-    parent, new, desc = _change(study, n)
-    ws, root = study.ws, study.root
-    names = git("diff", "--name-only", "--no-renames", "-z", parent, new, cwd=root)
-    paths = [p for p in names.split("\0") if p]
-    result = ApplyResult(n, desc)
-    if not paths:
+    """Carry experiment `n`'s change onto the working files of the user's checkout."""
+    rec, start = _change(study, n)
+    root = study.root
+    changes = Changes(study, start)
+    if not changes.paths(rec):
         raise UsageError(f"experiment {n} changes nothing")
-    plan: dict[str, tuple[bytes | None, str]] = {}
-    conflicts: list[str] = []
-    for path in paths:
-        base, _ = _blob(ws, parent, path)
-        theirs, mode = _blob(ws, new, path)
-        target = root / path
-        ours = target.read_bytes() if target.is_file() else None
-        if ours == theirs:
+    target = {}
+    for path in changes.target_paths(rec):
+        file = root / path
+        target[path] = decode(file.read_bytes()) if file.is_file() else None
+    done = changes.carry(rec, target)
+    if done.files is None:
+        raise UsageError(_refusal(study, n, rec.parent, done))
+    result = ApplyResult(n, rec.description, how=done.how, by=done.by)
+    for path, text in sorted(done.files.items()):
+        if text == target.get(path):
             result.already.append(path)
-        elif ours == base:
-            plan[path] = (theirs, mode)
-        elif ours is None or base is None or theirs is None:
-            conflicts.append(path)  # added or deleted on one side, edited on the other
-        else:
-            merged = _merge(base, ours, theirs)
-            if merged is None:
-                conflicts.append(path)
-            elif merged == ours:  # the change is there already, beside other local edits
-                result.already.append(path)
-            else:
-                plan[path] = (merged, mode)
-    if conflicts:
-        raise UsageError(_refusal(study, n, parent, conflicts))
-    for path, (data, mode) in plan.items():
-        target = root / path
-        if data is None:
-            target.unlink()
+            continue
+        file = root / path
+        if text is None:
+            file.unlink(missing_ok=True)
             result.changed.append(path)
             continue
-        existed = target.exists()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        if not existed and mode == "100755":
-            target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        existed = file.exists()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(encode(text) or b"")
+        if not existed and _mode(study.ws, rec.new, path) == "100755":
+            file.chmod(file.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         result.changed.append(path)
     return result

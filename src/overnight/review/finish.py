@@ -3,23 +3,23 @@
 The study branch is already a linear chain of keeps, but its commits carry only the
 proposal's one-line description. The final branch re-creates that chain on top of the start
 commit with messages a reviewer can use (metric before → after, the experiment number), can
-leave keeps out (`--drop`) by re-applying the remaining changes with a three-way merge, and
-can squash everything into one commit. Nothing here touches the user's checkout or index:
-trees are built with plumbing against a private, temporary index file.
+leave keeps out (`--drop`) by carrying the remaining changes over with `git.transfer.carry`
+(the proposer's own re-application, else a word-level three-way merge), and can squash
+everything into one commit. Nothing here touches the user's checkout or index: trees are
+built in the object store.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from overnight.errors import OvernightError, UsageError
+from overnight.git.transfer import Carried
 from overnight.git.workspace import TRAILER, Workspace, git
 from overnight.judging.rules import describe_change, fmt
+from overnight.review.changes import Changes, Recorded
 from overnight.store.ledger import Ledger
 from overnight.store.study import Study
 
@@ -34,6 +34,12 @@ class Keep:
     description: str
     before: float | None  # the best value it was compared with (the previous keep's)
     after: float | None
+    proposer: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def recorded(self) -> Recorded:
+        return Recorded(self.n, self.parent, self.commit, self.description, self.proposer,
+                        self.meta)  # fmt: skip
 
 
 @dataclass
@@ -44,16 +50,20 @@ class Series:
     keeps: list[Keep]
     trees: list[str]  # tree after each keep, same order as `keeps`
     skipped: list[int] = field(default_factory=list)  # keeps whose change was already there
+    # Keeps that did not carry onto the series without the ones left out (they build on
+    # them), when replay was asked to leave such keeps out rather than stop.
+    left_out: dict[int, Carried] = field(default_factory=dict)
+    tree: str = ""  # the tree at the end (the start's when no keep applied)
 
 
 class ReplayConflict(OvernightError):
-    """A keep's change does not apply without the keeps that were left out."""
+    """A keep's change does not carry without the keeps that were left out."""
 
-    def __init__(self, keep: Keep, files: list[str], detail: str = "") -> None:
+    def __init__(self, keep: Keep, done: Carried) -> None:
         self.keep = keep
-        self.files = files
-        what = ", ".join(files) if files else detail or "the patch does not apply"
-        super().__init__(f"experiment {keep.n} ({keep.description}) conflicts in: {what}")
+        self.files = done.paths
+        super().__init__(f"experiment {keep.n} ({keep.description}) conflicts in "
+                         f"{done.reason()}")  # fmt: skip
 
 
 def final_branch(study: Study) -> str:
@@ -71,9 +81,9 @@ def load_keeps(study: Study, ledger: Ledger) -> tuple[str, list[Keep]]:
     for rec in sorted(ledger.records(), key=lambda r: (r.decided_at or 0.0, r.experiment)):
         if rec.experiment == 0 or rec.status != "keep" or not rec.commit:
             continue
-        keeps.append(
-            Keep(rec.experiment, rec.commit, rec.parent or "", rec.description, before, rec.value)
-        )
+        meta = rec.meta if isinstance(rec.meta, dict) else {}
+        keeps.append(Keep(rec.experiment, rec.commit, rec.parent or "", rec.description, before,
+                          rec.value, rec.proposer, meta))  # fmt: skip
         before = rec.value
     return start, keeps
 
@@ -105,49 +115,31 @@ def parse_drop(text: str | None, keeps: list[Keep], statuses: dict[int, str | No
     return out
 
 
-def _tree(ws: Workspace, commit: str) -> str:
-    return git("rev-parse", f"{commit}^{{tree}}", cwd=ws.root).strip()
-
-
-def _three_way(ws: Workspace, base_tree: str, keep: Keep, tmp: Path) -> str:
-    """`base_tree` plus the keep's own change (its diff against its parent), merged three-way
-    like `git cherry-pick`, on a throw-away index; raises ReplayConflict, never guesses."""
-    env = {**os.environ, "GIT_INDEX_FILE": str(tmp / "index")}
-    git("read-tree", base_tree, cwd=ws.root, env=env)
-    patch = subprocess.run(
-        ["git", "diff", "--binary", "--full-index", "--no-color", keep.parent, keep.commit],
-        cwd=ws.root, capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    proc = subprocess.run(
-        ["git", "apply", "--cached", "--3way", "-"],
-        cwd=ws.root, env=env, input=patch, capture_output=True,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        unmerged = git("ls-files", "-u", "-z", cwd=ws.root, env=env)
-        files = sorted({e.split("\t", 1)[1] for e in unmerged.split("\0") if "\t" in e})
-        raise ReplayConflict(keep, files, proc.stderr.decode(errors="replace").strip())
-    return git("write-tree", cwd=ws.root, env=env).strip()
-
-
-def replay(ws: Workspace, start: str, keeps: list[Keep]) -> Series:
-    """The trees of `keeps` applied in order on `start`. Where the tree so far is exactly the
-    keep's original parent, the keep's own tree is reused, so without drops the result is
-    the study's chain byte for byte."""
+def replay(changes: Changes, start: str, keeps: list[Keep], leave_out: bool = False) -> Series:
+    """The trees of `keeps` carried in order onto `start`. Where the tree so far is exactly
+    the keep's original parent, the keep's own tree is reused, so without drops the result
+    is the study's chain byte for byte. A keep that does not carry raises ReplayConflict,
+    or with `leave_out` is left out (in `Series.left_out`, with its conflicts)."""
+    ws = changes.ws
     series = Series(start, [], [])
-    current = _tree(ws, start)
-    ws.state_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="finish-", dir=ws.state_dir) as tmp:
-        for keep in keeps:
-            if current == _tree(ws, keep.parent):
-                tree = _tree(ws, keep.commit)
-            else:
-                tree = _three_way(ws, current, keep, Path(tmp))
-            if tree == current:
-                series.skipped.append(keep.n)
+    current = ws.tree_id(start)
+    for keep in keeps:
+        if current == ws.tree_id(keep.parent):
+            tree: str | None = ws.tree_id(keep.commit)
+        else:
+            tree, done = changes.onto_tree(keep.recorded(), current)
+            if tree is None:
+                if not leave_out:
+                    raise ReplayConflict(keep, done)
+                series.left_out[keep.n] = done
                 continue
-            series.keeps.append(keep)
-            series.trees.append(tree)
-            current = tree
+        if tree == current:
+            series.skipped.append(keep.n)
+            continue
+        series.keeps.append(keep)
+        series.trees.append(tree)
+        current = tree
+    series.tree = current
     return series
 
 
@@ -268,12 +260,13 @@ def build_final(study: Study, drop: str | None = None, squash: bool = False) -> 
     branch = final_branch(study)
     previous = _check_writable(ws, branch, start)
     try:
-        series = replay(ws, start, chosen)
+        series = replay(Changes(study, start), start, chosen)
     except ReplayConflict as exc:
         raise OvernightError(
             f"cannot build {branch} without experiment(s) "
             f"{', '.join(map(str, sorted(dropped)))}: {exc}.\nThat change builds on what was "
-            "dropped; drop it too, or keep what it depends on. Branch not written."
+            f"dropped (both changed the same text); drop experiment {exc.keep.n} too, or keep "
+            "what it depends on. Branch not written."
         ) from None
     if not series.keeps:
         raise UsageError("the remaining keeps change nothing; nothing to finish")

@@ -269,3 +269,15 @@ def apply_edits(reply: str, surface: Mapping[str, str], whole_files: bool) -> di
         path = _resolve(block.path, surface, f"block {block.number} (reply line {block.line})")
         new[path] = apply_block(new[path], block, path)
     return {path: text for path, text in new.items() if text != surface.get(path)}
+
+
+def reapply_blocks(reply: str | None, surface: Mapping[str, str]) -> dict[str, str] | None:
+    """The reply's SEARCH/REPLACE blocks applied to another surface (a newer best, the
+    user's checkout): the changed files, or None when the reply has no blocks (a whole-file
+    rewrite) or a block no longer matches exactly one place."""
+    if not reply or not parse_blocks(reply):
+        return None
+    try:
+        return apply_edits(reply, surface, whole_files=False)
+    except EditError:
+        return None

@@ -18,7 +18,7 @@ from typing import Any
 from overnight.errors import UsageError
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.proposers.base import BaseProposer, Context
-from overnight.proposers.llm.edits import EditError, apply_edits
+from overnight.proposers.llm.edits import EditError, apply_edits, reapply_blocks
 from overnight.proposers.llm.pricing import cost_usd, price_for
 from overnight.proposers.llm.prompts import llm_prompt, one_line, parse_fields
 from overnight.proposers.llm.providers import (
@@ -105,6 +105,10 @@ class LLMProposer(BaseProposer):
     def describe(self) -> str:
         where = f" at {self.base_url}" if self.base_url else ""
         return f"llm ({self.provider_name} {self.model}{where})"
+
+    def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
+        """The reply's own SEARCH/REPLACE blocks, applied again to the newer best."""
+        return reapply_blocks(proposal.response, surface)
 
     def close(self) -> None:
         self._closed.set()

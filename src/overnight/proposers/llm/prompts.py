@@ -223,6 +223,7 @@ def context_sections(ctx: Context, hidden: Collection[str] = ()) -> list[str]:
     if ctx.instructions.strip():
         sections.append("# Instructions from the user\n" + ctx.instructions.strip())
     sections.append("# History\n" + history_section(ctx))
+    sections += in_flight_section(ctx)
     learned = lessons(ctx)
     if learned:
         sections.append("# Lessons so far\n" + "\n".join(f"- {x}" for x in learned))
@@ -274,3 +275,14 @@ def agent_prompt(ctx: Context, description_file: str, hidden: Collection[str] = 
     """The whole prompt for a coding agent, which reads the surface from its worktree."""
     task = AGENT_TASK.format(description_file=description_file, **_fill(ctx))
     return "\n\n".join([*context_sections(ctx, hidden), task]) + "\n"
+
+
+def in_flight_section(ctx: Context) -> list[str]:
+    """The experiments being measured while this one is proposed (run-ahead, parallel
+    slots): any of them may become the best before this proposal runs."""
+    if not ctx.in_flight:
+        return []
+    rows = [f'- {"#" + str(r["experiment"]) if r["experiment"] else "next"}: '
+            f'"{one_line(str(r["description"]), 100)}"' for r in ctx.in_flight]
+    return ["# Experiments in flight\nBeing measured now; any may become the best before your "
+            "change runs. Do not propose them again:\n" + "\n".join(rows)]  # fmt: skip

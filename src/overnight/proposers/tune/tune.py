@@ -17,7 +17,6 @@ import math
 import random
 import threading
 import warnings
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +25,9 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.trial import Trial, TrialState
 
 from overnight.proposers.base import BaseProposer, Context
-from overnight.proposers.tune.knobs import Knob, Number, apply_values, find_knobs, format_value
+from overnight.proposers.tune.knobs import Knob, Number, apply_values, format_value
 from overnight.proposers.tune.knobs import round_value as _round
+from overnight.proposers.tune.rebase import discover, reset_knobs
 from overnight.store.records import ExperimentRecord, Proposal
 
 NO_KNOBS = (
@@ -127,7 +127,7 @@ class TuneProposer(BaseProposer):
 
     def propose(self, ctx: Context) -> Proposal:
         with self._lock:
-            knobs = _discover(ctx.surface)
+            knobs = discover(ctx.surface)
             if not knobs:
                 return Proposal(
                     files={}, description="tune: no knobs", invalid_reason=NO_KNOBS,
@@ -166,7 +166,7 @@ class TuneProposer(BaseProposer):
             )
 
     def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
-        return _rebased(proposal, surface)
+        return reset_knobs(proposal, surface)
 
     def observe(self, result: ExperimentRecord) -> None:
         with self._lock:
@@ -306,41 +306,6 @@ class TuneProposer(BaseProposer):
             meta=meta,
             proposer=self.name,
         )
-
-
-def _rebased(proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
-    """The knobs a proposal changed, set to its values in a newer surface: knob edits on
-    neighbouring lines would conflict in a line-based merge but never clash by meaning."""
-    meta = proposal.meta if isinstance(proposal.meta, dict) else {}
-    changed, params = meta.get("changed"), meta.get("params")
-    if not isinstance(changed, list) or not isinstance(params, dict):
-        return None
-    knobs = _discover(surface)
-    per_file: dict[str, dict[str, Number]] = {}
-    for k in changed:
-        if k not in knobs or k not in params:
-            return None
-        per_file.setdefault(knobs[k].path, {})[knobs[k].name] = params[k]
-    files = {path: apply_values(path, surface[path], vals) for path, vals in per_file.items()}
-    # Record the point actually measured, so Optuna learns from the right parameters, and
-    # describe the change from the values it now replaces.
-    meta["params"] = {k: (params[k] if k in changed else knob.value) for k, knob in knobs.items()}
-    proposal.description = ", ".join(
-        f"{k} {format_value(knobs[k].value, knobs[k].kind)} → "
-        f"{format_value(params[k], knobs[k].kind)}"
-        for k in changed
-    )
-    return files
-
-
-def _discover(surface: dict[str, str]) -> dict[str, Knob]:
-    """Knobs of all surface files by name; a name found in two files is prefixed `path:`."""
-    found = [knob for path in sorted(surface) for knob in find_knobs(path, surface[path])]
-    counts = Counter(knob.name for knob in found)
-    return {
-        (knob.name if counts[knob.name] == 1 else f"{knob.path}:{knob.name}"): knob
-        for knob in found
-    }
 
 
 def _params(record: ExperimentRecord) -> Params:
