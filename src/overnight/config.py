@@ -253,6 +253,19 @@ class SandboxConfig(_Section):
     expose: list[str] = Field(default_factory=list)
 
 
+class StopConfig(_Section):
+    """The circuit breakers of an unattended night (experiment/stopping.py); 0 turns one off.
+    Counted from the start of each `overnight run`."""
+
+    # Experiments in a row that were not runnable or failed (invalid, rejected, crash, timeout).
+    max_failures_in_row: int = Field(default=10, ge=0)
+    # Experiments in a row that failed the same way (reason with numbers and paths removed).
+    max_same_failure: int = Field(default=5, ge=0)
+    # The share of failures over the last `failure_window` experiments that stops the night.
+    failure_window: int = Field(default=50, ge=0)
+    max_failure_share: float = Field(default=0.9, gt=0, le=1)
+
+
 class Config(_Section):
     study: StudyConfig
     run: RunConfig
@@ -264,6 +277,7 @@ class Config(_Section):
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
 
     # Private, so that `path` or `root` written in the TOML is still an unknown key.
     _path: Path = PrivateAttr(default_factory=lambda: Path(CONFIG_FILE).absolute())
@@ -349,6 +363,7 @@ def _show(value: Any, quote: str = '"') -> str:
 _TYPES = dict(string="a string", int="an integer", float="a number", bool="true or false")
 _TYPES.update(list="an array", dict="a table", model="a table", finite_number="a finite number")
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
+_BOUNDS["less_than_equal"] = "<="
 
 
 def _describe(error: Any) -> str:

@@ -69,7 +69,7 @@ def log(
 
 
 def show(
-    n: Annotated[int, typer.Argument(help="Experiment number.")],
+    n: Annotated[int, typer.Argument(help="Experiment number.", metavar="N")],
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     prompt: Annotated[

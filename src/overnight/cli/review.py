@@ -117,7 +117,7 @@ def _print_ablation(
 
 
 def apply_change(
-    n: Annotated[int, typer.Argument(help="Experiment number.")],
+    n: Annotated[int, typer.Argument(help="Experiment number.", metavar="N")],
     config: ConfigOpt = None,
 ) -> None:
     """Apply experiment N's change (kept or not) to your checkout as an unstaged edit."""

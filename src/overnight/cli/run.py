@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,21 +66,29 @@ def run(
     proposer: Annotated[
         str | None, typer.Option(help="auto | llm | agent | tune | mod:Class")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Parallel experiment slots.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel experiment slots.")
+    ] = None,
     executor: Annotated[str | None, typer.Option(help="local | ray")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the proposer and the runs.")] = 0,
     patience: Annotated[int | None, typer.Option(help="Stop after N non-keeps in a row.")] = None,
     max_cost: Annotated[
-        float | None, typer.Option("--max-cost", help="USD cap on model calls.")
+        float | None, typer.Option("--max-cost", min=0, help="USD cap on model calls.")
     ] = None,
     plain: Annotated[bool, typer.Option("--plain", help="One line per experiment.")] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option("--allow-dirty", help="Run although the checkout has uncommitted changes "
+                     "(the committed versions are used)."),
+    ] = False,
     lookahead: Annotated[
         int | None,
         typer.Option(help="Proposals prepared while runs go (default: one per slot; 0: "
                      "propose only after each verdict)."),
     ] = None,
 ) -> None:
-    """Start the study, or resume it."""
+    """Start the study, or resume it. Exit 0 done, 3 stopped by a circuit breaker ([stop]),
+    130/143 stopped by Ctrl-C/SIGTERM."""
     from overnight.cli.view import LiveView, PlainView, View
     from overnight.experiment.loop import RunOptions, run_study
 
@@ -95,11 +103,27 @@ def run(
     opts = RunOptions(
         experiments=experiments, hours=hours, patience=patience, proposer=proposer,
         seed=seed, max_cost=max_cost, workers=workers, executor=executor, lookahead=lookahead,
+        allow_dirty=allow_dirty,
     )  # fmt: skip
     view: View = PlainView() if plain or not sys.stdout.isatty() else LiveView(study.name)
     try:
-        run_study(study, opts, view)
+        summary = run_study(study, opts, view)
     finally:
         view.close()
+    raise typer.Exit(exit_code(summary))
+
+
+# Exit codes of `overnight run` besides 0 (done), 1 (failure) and 2 (usage): README.
+EXIT_BREAKER = 3
+
+
+def exit_code(summary: Any) -> int:
+    """0 when the night ended at a limit (or nothing was left to do), 3 when a circuit
+    breaker stopped it, 128 + the signal number (130, 143) after Ctrl-C or SIGTERM."""
+    from overnight.experiment.stopping import BREAKER
+
+    if summary.signal is not None:
+        return 128 + int(summary.signal)
+    return EXIT_BREAKER if summary.stopped_by == BREAKER else 0
 
 

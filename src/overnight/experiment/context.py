@@ -4,7 +4,7 @@ controller proposes exactly as well as one that never stopped."""
 from __future__ import annotations
 
 from overnight.isolation.runner import tail_text
-from overnight.proposers.base import Context
+from overnight.proposers.base import Context, Remaining
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study
 from overnight.traces import build_digest, experiment_traces
@@ -43,8 +43,10 @@ def build_context(
     best: ExperimentRecord,
     best_files: dict[str, str],
     seed: int,
+    remaining: Remaining | None = None,
 ) -> Context:
-    """`history`: every decided experiment (the recorder keeps it in step with the ledger)."""
+    """`history`: every decided experiment (the recorder keeps it in step with the ledger);
+    `remaining`: what is left of this run's time, experiments and money."""
     cfg = study.cfg
     history = sorted(history, key=lambda r: r.experiment)
     instructions_path = study.root / cfg.study.instructions
@@ -68,4 +70,5 @@ def build_context(
         constraints=[c.model_dump() for c in cfg.constraints],
         best_metrics=dict(best.metrics),
         trace_digest=trace_digest(study, history, best),
+        remaining=remaining or Remaining(),
     )

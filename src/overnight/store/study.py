@@ -11,7 +11,7 @@ from overnight.errors import UsageError
 from overnight.git.workspace import Workspace, find_repo_root
 from overnight.store.ledger import Ledger
 from overnight.store.records import ExperimentRecord
-from overnight.store.status import drift_status, holdout_status
+from overnight.store.status import drift_status, holdout_status, stop_status
 
 CONFIG_NAME = "overnight.toml"
 
@@ -138,6 +138,7 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "constraints": constraint_rows(study.cfg, best.metrics if best else {}),
         "holdout": holdout_status(study.cfg, ledger),
         "drift": drift_status(ledger),
+        **stop_status(ledger),
     }
 
 
