@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 import typing
@@ -111,6 +112,14 @@ GpuList = Annotated[
 ]
 _SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
 MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
+
+
+# pydantic looks for plugins in the entry points of every installed package when it builds
+# a model's validator: tens of ms of every command's start in a large environment. The
+# models below need none, so plugins are off while they are built (restored after Config).
+_PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+_plugins_setting = os.environ.get(_PLUGINS_ENV)
+os.environ[_PLUGINS_ENV] = "__all__"
 
 
 class _Section(BaseModel):
@@ -292,6 +301,12 @@ class Config(_Section):
     def root(self) -> Path:
         """The repository root: the config file's directory."""
         return self._root
+
+
+if _plugins_setting is None:
+    del os.environ[_PLUGINS_ENV]
+else:
+    os.environ[_PLUGINS_ENV] = _plugins_setting
 
 
 def display_path(path: Path) -> str:

@@ -41,10 +41,11 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def open_study(config: Path | None) -> Any:
+def open_study(config: Path | None, *, cached: bool = False) -> Any:
+    """The study; `cached` for commands that only read it (see store/config_cache.py)."""
     from overnight.store.study import Study
 
-    return Study.open(config)
+    return Study.open(config, cached=cached)
 
 
 def emit_json(data: Any, compact: bool = False) -> None:

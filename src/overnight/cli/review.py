@@ -9,7 +9,6 @@ import typer
 
 from overnight.cli.common import ConfigOpt, JsonOpt, emit_json, open_study
 from overnight.errors import OvernightError, UsageError
-from overnight.judging.rules import fmt
 
 
 def finish(
@@ -96,18 +95,21 @@ def _print_ablation(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from overnight.judging.rules import fmt
 
     name = study.cfg.metric.name
     mean = statistics.fmean(final_values)
     title = f"ablation: {name} of the final branch {fmt(mean)} over {len(final_values)} runs"
-    out = Table(title=title + "; contribution = how much worse without it")
+    out = Table(title=Text(title + "; contribution = how much worse without it"))
     for col in ("#", "description", "contribution", "±95%", "effect", "note"):
         out.add_column(col, overflow="fold")
     for r in table:
         ci = "—" if r["ci95"] is None else f"{r['ci95']:.4g}"
         contribution = "—" if r["contribution"] is None else f"{r['contribution']:+.4g}"
-        out.add_row(str(r["experiment"]), r["description"], contribution, ci, r["effect"],
-                    r["error"] or r["note"] or "")  # fmt: skip
+        out.add_row(str(r["experiment"]), Text(r["description"]), contribution, ci, r["effect"],
+                    Text(r["error"] or r["note"] or ""))  # fmt: skip
     Console().print(out)
     negligible = [str(r["experiment"]) for r in table if r["negligible"]]
     if negligible:

@@ -33,10 +33,11 @@ def init(
         parse_duration(budget)
     except ValueError as exc:
         raise UsageError(f"--budget: {exc}, got {budget!r}") from None
+    in_git = True
     try:
         root = find_repo_root(Path.cwd())
     except UsageError:
-        root = Path.cwd()
+        root, in_git = Path.cwd(), False
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "study"
     surfaces = [s.strip() for s in surface.split(",") if s.strip()]
     run = run or f"python {surfaces[0]}"
@@ -51,6 +52,11 @@ def init(
         render_program(name=name, surface=surfaces, metric=metric, goal=goal, budget=budget)
     )
     typer.echo(f"wrote {root / 'overnight.toml'} and {root / 'program.md'}")
+    if not in_git:
+        typer.echo(f"note: {root} is not a git repository; overnight keeps every experiment as "
+                   "a git commit, so run `git init` and commit your code first")  # fmt: skip
+        typer.echo("next: git init, edit program.md, commit everything, then `overnight run`")
+        return
     typer.echo("next: edit program.md, commit, then `overnight run`")
 
 
@@ -89,9 +95,6 @@ def run(
 ) -> None:
     """Start the study, or resume it. Exit 0 done, 3 stopped by a circuit breaker ([stop]),
     130/143 stopped by Ctrl-C/SIGTERM."""
-    from overnight.cli.view import LiveView, PlainView, View
-    from overnight.experiment.loop import RunOptions, run_study
-
     for flag, value in (
         ("--experiments", experiments), ("--patience", patience), ("--lookahead", lookahead),
     ):  # fmt: skip
@@ -100,6 +103,12 @@ def run(
     if hours is not None and hours <= 0:
         raise UsageError(f"--hours: expected a positive number, got {hours}")
     study = open_study(config)
+    # The first line before the heavy imports (the loop, executors, proposers): a user sees
+    # at once that the study was found and the night is being set up.
+    typer.echo(f"overnight: study {study.name} (branch {study.branch}): setting up…")
+    from overnight.cli.view import LiveView, PlainView, View
+    from overnight.experiment.loop import RunOptions, run_study
+
     opts = RunOptions(
         experiments=experiments, hours=hours, patience=patience, proposer=proposer,
         seed=seed, max_cost=max_cost, workers=workers, executor=executor, lookahead=lookahead,

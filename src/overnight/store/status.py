@@ -6,11 +6,13 @@ holdout values)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from overnight.config import Config
 from overnight.judging.rules import fmt, gain
 from overnight.store.ledger import Ledger
+
+if TYPE_CHECKING:
+    from overnight.config import Config
 
 # Ledger meta: why the last `overnight run` ended (experiment/stopping.py writes it).
 STOPPED_META = "stopped_because"
