@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TESTS, git, make_repo, overnight_env, run_cli, score_config
+from conftest import TESTS, git, make_repo, overnight_env, run_cli, score_config, write_script
 
 FAKE_BIN = TESTS / "support" / "fake_agents" / "bin"
 
@@ -194,3 +194,20 @@ def test_resume_says_when_the_checkout_moved_on(tmp_path: Path) -> None:
     out = run_cli(repo, "run", "-n", "0", "--plain", "--allow-dirty")
     assert out.returncode == 0
     assert "without your newer commits to score.py" in out.stdout
+
+
+def test_the_proposer_is_told_what_is_left(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {
+        "score.py": "X = 10\nprint(f'score: {X}')\n",
+        "overnight.toml": score_config(proposer="support.spy:SpyProposer"),
+    })  # fmt: skip
+    env = write_script(tmp_path / "s.json", [
+        {"files": {"score.py": f"X = {x}\nprint(f'score: {{X}}')\n"}} for x in (9, 8, 7)
+    ])  # fmt: skip
+    env["OVERNIGHT_SPY_FILE"] = str(tmp_path / "contexts.jsonl")
+    out = run_cli(repo, "run", "-n", "3", "--hours", "2", "--max-cost", "5", "--plain", env=env)
+    assert out.returncode == 0, out.stderr
+    left = [json.loads(line)["remaining"] for line in (tmp_path / "contexts.jsonl").open()]
+    # Asked for each experiment as it starts: what is left after it.
+    assert [x["experiments"] for x in left] == [2, 1, 0]
+    assert all(7000 < x["seconds"] <= 7200 and x["usd"] == 5.0 for x in left)
