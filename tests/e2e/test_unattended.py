@@ -53,6 +53,10 @@ def test_a_surface_without_knobs_stops_at_once_and_says_how_to_declare_them(
     st = assert_stopped_by_breaker(repo, out, "UPPER_CASE numeric constants", "LR = 0.01")
     assert st["experiments"] == 2  # the baseline and the one proposal that said so
     assert st["counts"]["invalid"] == 1
+    report = run_cli(repo, "report", "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "last run ended: ⚠ stopped by a circuit breaker" in html and "LR = 0.01" in html
 
 
 def test_an_always_failing_agent_stops_after_the_same_failure_five_times(

@@ -160,8 +160,11 @@ def summary_cards(st: dict[str, Any]) -> str:
             f"{pct(hold.get('holdout_gain'))} vs search {pct(hold.get('search_gain'))}"
             + (" ⚠ diverging" if hold.get("diverging") else ""),
         ))  # fmt: skip
+    stopped = st.get("stopped_because")  # how the last `overnight run` ended
+    flag = "⚠ " if st.get("stopped_by") == "breaker" else ""
+    ended = f'<p class="sub">last run ended: {flag}{esc(stopped)}</p>' if stopped else ""
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}'
         f"<br><small>{esc(sub)}</small></div></div>"
         for k, v, sub in cards
-    ) + "</div>"  # fmt: skip
+    ) + "</div>" + ended  # fmt: skip
