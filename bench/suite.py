@@ -31,6 +31,7 @@ SCRIPTS: list[tuple[str, str, list[str], bool]] = [
     ("record_scale", "record_scale.py", [], False),
     ("overhead", "overhead.py", [], False),
     ("report_scale", "report_scale.py", [], True),
+    ("startup", "startup.py", [], False),
 ]
 QUICK_ARGS = {
     "harness_cost": ["--quick", "--no-install"],

@@ -34,6 +34,7 @@ def run_bench(*argv: str, timeout: float = 120) -> str:
         ("search_quality.py", "## Q3."),
         ("noise.py", "## Q4."),
         ("record_scale.py", "## Q5."),
+        ("startup.py", "## Start-up"),
     ],
 )
 def test_script_prints_its_table(script: str, heading: str) -> None:

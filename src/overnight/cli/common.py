@@ -1,6 +1,5 @@
 """What every command shares: the typer app, common options, opening a study, JSON out."""
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

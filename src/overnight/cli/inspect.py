@@ -1,6 +1,5 @@
 """`overnight status`, `log` and `show`: reading a study, during the night or after."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any

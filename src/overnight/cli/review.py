@@ -1,6 +1,5 @@
 """The commands for the morning after: finish, apply and verify."""
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any

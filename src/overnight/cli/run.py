@@ -1,6 +1,5 @@
 """`overnight init` and `overnight run`."""
 
-from __future__ import annotations
 
 import re
 import sys
