@@ -215,3 +215,14 @@ def test_the_proposer_is_told_what_is_left(tmp_path: Path) -> None:
     # Asked for each experiment as it starts: what is left after it.
     assert [x["experiments"] for x in left] == [2, 1, 0]
     assert all(7000 < x["seconds"] <= 7200 and x["usd"] == 5.0 for x in left)
+
+
+def test_a_config_kept_out_of_git_on_purpose_is_fine(tmp_path: Path) -> None:
+    """An unchanged upstream checkout (docs/autoresearch.md): the config is ignored through
+    .git/info/exclude rather than committed."""
+    repo = score_repo_at(tmp_path / "repo", config=False)
+    (repo / "overnight.toml").write_text(score_config(proposer="tune"))
+    with (repo / ".git" / "info" / "exclude").open("a") as fh:
+        fh.write("overnight.toml\n")
+    out = run_cli(repo, "run", "-n", "0", "--plain")
+    assert out.returncode == 0, out.stderr

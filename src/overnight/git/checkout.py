@@ -7,7 +7,8 @@ the list of such files, unless `--allow-dirty`, which says plainly what is used 
 - code: a tracked file (the surface or a locked file) changed in the checkout or the index;
   the runs use its committed version;
 - settings: the config and the instructions, which are read from the checkout as they are,
-  but are not committed as they are;
+  but are not committed as they are (an untracked one that git ignores, e.g. through
+  `.git/info/exclude`, is kept out of git on purpose and does not count);
 - moved on (a resumed study): the checkout's commit changed code since the study began;
   the study goes on from its own branch without those commits.
 """
@@ -57,9 +58,10 @@ def checkout_state(root: Path, start: str, branch: str, settings: list[Path]) ->
             i += 1  # a rename's second field is its old path
         path = entry[3:]
         (state.settings if path in names else state.code).append(path)
-    if names:
-        tracked = set(git("ls-files", "-z", "--", *sorted(names), cwd=root).split("\0"))
-        state.settings += [p for p in names - tracked if p not in state.settings]
+    if names:  # untracked settings count unless git ignores them: a choice, not an oversight
+        args = ("ls-files", "--others", "--exclude-standard", "-z", "--", *sorted(names))
+        loose = set(git(*args, cwd=root).split("\0")) & names
+        state.settings += sorted(loose - set(state.settings))
     if state.head != start and not _on_study_line(root, start, state.head, branch):
         changed = git("diff", "--name-only", "-z", start, state.head, cwd=root).split("\0")
         state.moved = sorted(p for p in changed if p and p not in names)
