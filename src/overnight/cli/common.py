@@ -1,6 +1,5 @@
 """What every command shares: the typer app, common options, opening a study, JSON out."""
 
-
 import json
 from pathlib import Path
 from typing import Annotated, Any

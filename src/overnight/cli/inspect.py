@@ -1,6 +1,5 @@
 """`overnight status`, `log` and `show`: reading a study, during the night or after."""
 
-
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,8 +68,8 @@ def log(
     typer.echo(f"{study.name}: {study.cfg.metric.name} ({study.cfg.metric.goal}), "
                f"{len(records)} experiments")  # fmt: skip
     width = len(str(max((r.experiment for r in records), default=0)))
-    for r in records:
-        typer.echo(log_line(r, width))
+    if records:
+        typer.echo("\n".join(log_line(r, width) for r in records))
 
 
 def show(

@@ -1,6 +1,5 @@
 """The commands for the morning after: finish, apply and verify."""
 
-
 from pathlib import Path
 from typing import Annotated, Any
 

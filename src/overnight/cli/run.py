@@ -1,6 +1,5 @@
 """`overnight init` and `overnight run`."""
 
-
 import re
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """`overnight report` and `overnight serve`: the study as a page."""
 
-
 from pathlib import Path
 from typing import Annotated
 

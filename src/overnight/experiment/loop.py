@@ -333,7 +333,7 @@ class Loop:
         best = self.rec.best
         assert best is not None
         left = stopping.remaining(self.opts, self._tally, time.monotonic() - self._t0,
-                         self.rec.tallies.cost_usd)  # fmt: skip
+                                  self.rec.tallies.cost_usd)  # fmt: skip
         return build_context(self.study, list(self.rec.history), best.record, best.files,
                              self.opts.seed, left)  # fmt: skip
 
