@@ -22,15 +22,8 @@ def init(
 ) -> None:
     """Write a commented overnight.toml and a program.md template."""
     from overnight.cli.templates import render_config, render_program
-    from overnight.config import parse_duration
     from overnight.git.workspace import find_repo_root
 
-    if goal not in ("minimize", "maximize"):
-        raise UsageError(f"--goal: expected minimize or maximize, got {goal!r}")
-    try:
-        parse_duration(budget)
-    except ValueError as exc:
-        raise UsageError(f"--budget: {exc}, got {budget!r}") from None
     in_git = True
     try:
         root = find_repo_root(Path.cwd())
@@ -38,14 +31,17 @@ def init(
         root, in_git = Path.cwd(), False
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-.") or "study"
     surfaces = [s.strip() for s in surface.split(",") if s.strip()]
+    if not surfaces:
+        raise UsageError(f"--surface: expected a file name, e.g. train.py, got {surface!r}")
     run = run or f"python {surfaces[0]}"
     targets = {root / "overnight.toml": None, root / "program.md": None}
     existing = [p.name for p in targets if p.exists()]
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist(s); use --force to overwrite")
-    (root / "overnight.toml").write_text(
-        render_config(name=name, surface=surfaces, run=run, metric=metric, goal=goal, budget=budget)
-    )
+    text = render_config(name=name, surface=surfaces, run=run, metric=metric, goal=goal,
+                         budget=budget)  # fmt: skip
+    _check_init(text)
+    (root / "overnight.toml").write_text(text)
     (root / "program.md").write_text(
         render_program(name=name, surface=surfaces, metric=metric, goal=goal, budget=budget)
     )
@@ -58,13 +54,37 @@ def init(
     typer.echo("next: edit program.md, commit, then `overnight run`")
 
 
+# The keys `init` fills in from its flags.
+_INIT_FLAGS = {"[study].name": "--name", "[study].surface": "--surface", "[run].command": "--run",
+               "[metric].name": "--metric", "[metric].goal": "--goal",
+               "[study].budget": "--budget"}  # fmt: skip
+
+
+def _check_init(text: str) -> None:
+    """Validate the config `init` is about to write, as `run` will, before anything is
+    written; a mistake names the flag it came from."""
+    import tomllib
+
+    from overnight.config import CONFIG_FILE, config_from_dict, display_path
+    from overnight.errors import ConfigError
+
+    try:
+        config_from_dict(tomllib.loads(text), path=Path(CONFIG_FILE))
+    except ConfigError as exc:
+        message = str(exc).removeprefix(f"{display_path(Path(CONFIG_FILE))}: ")
+        key = next((k for k in _INIT_FLAGS if message.startswith(f"{k}:")), None)
+        if key is None:
+            raise
+        raise UsageError(_INIT_FLAGS[key] + message[len(key):]) from None
+
+
 # -- run -------------------------------------------------------------------------------------
 
 
 def run(
     config: ConfigOpt = None,
     experiments: Annotated[
-        int | None, typer.Option("--experiments", "-n", help="Experiments to run now.")
+        int | None, typer.Option("--experiments", "-n", min=0, help="Experiments to run now.")
     ] = None,
     hours: Annotated[float | None, typer.Option(help="Stop after this many hours.")] = None,
     proposer: Annotated[
@@ -75,7 +95,9 @@ def run(
     ] = None,
     executor: Annotated[str | None, typer.Option(help="local | ray")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the proposer and the runs.")] = 0,
-    patience: Annotated[int | None, typer.Option(help="Stop after N non-keeps in a row.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Stop after N non-keeps in a row.")
+    ] = None,
     max_cost: Annotated[
         float | None, typer.Option("--max-cost", min=0, help="USD cap on model calls.")
     ] = None,
@@ -87,17 +109,12 @@ def run(
     ] = False,
     lookahead: Annotated[
         int | None,
-        typer.Option(help="Proposals prepared while runs go (default: one per slot; 0: "
+        typer.Option(min=0, help="Proposals prepared while runs go (default: one per slot; 0: "
                      "propose only after each verdict)."),
     ] = None,
 ) -> None:
     """Start the study, or resume it. Exit 0 done, 3 stopped by a circuit breaker ([stop]),
     130/143 stopped by Ctrl-C/SIGTERM."""
-    for flag, value in (
-        ("--experiments", experiments), ("--patience", patience), ("--lookahead", lookahead),
-    ):  # fmt: skip
-        if value is not None and value < 0:
-            raise UsageError(f"{flag}: expected a number >= 0, got {value}")
     if hours is not None and hours <= 0:
         raise UsageError(f"--hours: expected a positive number, got {hours}")
     study = open_study(config)
