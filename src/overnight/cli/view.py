@@ -179,7 +179,7 @@ class LiveView(View):
     def message(self, text: str) -> None:
         from rich.text import Text
 
-        self.live.console.print(Text("overnight: ", style="dim") + Text(text))
+        self.live.console.print(Text.assemble(("overnight: ", "dim"), text))
 
     def proposing(self, n: int) -> None:
         self.current = f"proposing experiment {n}…"
@@ -202,7 +202,7 @@ class LiveView(View):
         self.close()
         from rich.text import Text
 
-        self.console.print(Text(reason, style="bold") + Text(f" — {best_line(status)}"))
+        self.console.print(Text.assemble((reason, "bold"), f" — {best_line(status)}"))
         self.console.print(Text(f"{counts_line(status)}; {rate_line(status)}; "
                                 f"branch {status['branch']}"))  # fmt: skip
 
