@@ -145,3 +145,22 @@ def test_remaining_says_what_is_left_of_each_limit() -> None:
     assert (left.experiments, left.seconds, left.usd) == (6, 5400, 3.75)
     assert left.describe() == "left in this run: 1.5 h, 6 experiment(s), $3.75 of model spend"
     assert remaining(RunOptions(), Tally(), 5, 0).describe() == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "points_at"),
+    [
+        ("crash", "run command exited with code 1: KeyError", "overnight show 7"),
+        ("timeout", "killed at the budget of 60s", "[study].budget"),
+        ("invalid", "[check] failed (exit 1): 2 tests failed", "[check].command"),
+        ("invalid", "model call failed after 5 attempt(s): 401", "[proposer]"),
+        ("invalid", "tune found no untried knob values in 20 attempts", "add knobs"),
+        ("invalid", "unusable edit, nothing applied: SEARCH not found", "--prompt"),
+        ("rejected", "changed files outside the surface: eval.py", "overnight show 7"),
+    ],
+)  # fmt: skip
+def test_the_reason_says_what_to_fix(status: str, reason: str, points_at: str) -> None:
+    b = Breakers(StopConfig(max_same_failure=1))
+    why = b.observe(rec(7, status, reason))
+    assert why is not None and reason in why and points_at in why
+

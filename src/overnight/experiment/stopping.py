@@ -1,14 +1,14 @@
 """When a night stops by itself, and why.
 
-Asked before every new experiment (`Loop.should_stop`), in this order:
+Asked before every new experiment (`Loop.should_stop`), after a Ctrl-C or SIGTERM:
 
-- the limits the user set for this `overnight run`: `--experiments`, `--hours`,
-  `--patience`, `--max-cost` (`limit_reached`);
 - the circuit breakers of `[stop]` (`Breakers`), which end a night that went wrong while
   nobody watched, instead of filling the ledger and the disk with failures: the proposer
   can propose nothing at all; N experiments in a row could not be run or failed; the same
   failure K times in a row; too many failures over a sliding window. Each reason says what
-  to fix. Breakers count from the start of each `overnight run`, so a fixed study resumes.
+  to fix. Breakers count from the start of each `overnight run`, so a fixed study resumes;
+- the limits the user set for this `overnight run`: `--experiments`, `--hours`,
+  `--patience`, `--max-cost` (`limit_reached`).
 
 Every stop is stored (`record_stop`): an event `stopped` in the ledger and the meta
 `stopped_because` that `status`, `status --json` and the report show.
@@ -49,8 +49,10 @@ _HINTS = {
     "files, holdout): see `overnight show {n}`",
     "invalid": "the proposals could not be run: see `overnight show {n} --prompt` for what "
     "the proposer was asked and answered",
-    "proposer": "the proposer itself fails: check [proposer] in the config "
+    "proposer": "the proposer itself fails: check [proposer] in overnight.toml "
     "(`overnight show {n} --prompt`)",
+    "exhausted": "the proposer ran out of new values to try: add knobs or widen them, or use "
+    "a proposer that edits code (--proposer llm or agent)",
     "check": "[check].command fails on the candidates: see `overnight show {n}`",
 }
 
@@ -77,6 +79,8 @@ def hint(rec: ExperimentRecord) -> str:
         key = "check"
     elif key == "invalid" and rec.reason.startswith(_PROPOSER_FAILED):
         key = "proposer"
+    elif key == "invalid" and "no untried" in rec.reason:  # tune: its search space is spent
+        key = "exhausted"
     return _HINTS.get(key, _HINTS["invalid"]).format(n=rec.experiment)
 
 
