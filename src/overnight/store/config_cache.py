@@ -3,9 +3,10 @@ read a study (`status`, `log`, `show`) start without importing pydantic (~0.15 s
 
 `overnight.config` stays the one place where `overnight.toml` is validated. After a command
 validated the file, its result is written to `.overnight/<name>/config.json` with the
-SHA-256 of the file's bytes and overnight's version; a reading command whose file has the
-same bytes uses that result as a read-only view (`cfg.metric.name`, `cfg.constraints[0].max`)
-and otherwise validates the file as every other command does.
+SHA-256 of the file's bytes and the version of the code that validated it; a reading
+command whose file has the same bytes uses that result as a read-only view
+(`cfg.metric.name`, `cfg.constraints[0].max`) and otherwise validates the file as every
+other command does.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def _view(value: Any) -> Any:
 
 
 def _key(raw: bytes) -> str:
-    return f"{__version__}:{hashlib.sha256(raw).hexdigest()}"
+    """The file's bytes, and the code that validated them: overnight's version and the
+    config module itself (a development checkout changes it without a new version)."""
+    code = (Path(__file__).parent.parent / "config.py").stat()
+    return f"{__version__}:{code.st_size}:{code.st_mtime_ns}:{hashlib.sha256(raw).hexdigest()}"
 
 
 def _cache_path(config: Path, raw: bytes, root: Path) -> Path | None:
