@@ -8,8 +8,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The extras of the README's install line, so the demo's next steps (`report`, `serve`) work.
 $(VENV)/.demo: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[examples]"
+	$(BIN)/pip install -q -e ".[examples,report,serve]"
 	touch $@
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml

@@ -33,6 +33,7 @@ SCRIPTS: list[tuple[str, str, list[str], bool]] = [
     ("mcp_roundtrip", "mcp_roundtrip.py", [], False),
     ("report_scale", "report_scale.py", [], True),
     ("stale", "stale.py", [], False),
+    ("startup", "startup.py", [], False),
 ]
 QUICK_ARGS = {
     "harness_cost": ["--quick", "--no-install"],

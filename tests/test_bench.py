@@ -36,6 +36,7 @@ def run_bench(*argv: str, timeout: float = 120) -> str:
         ("record_scale.py", "## Q5."),
         ("mcp_roundtrip.py", "## Q6."),
         ("stale.py", "## Q6."),
+        ("startup.py", "## Start-up"),
     ],
 )
 def test_script_prints_its_table(script: str, heading: str) -> None:

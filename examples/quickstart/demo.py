@@ -149,6 +149,8 @@ def summarize(repo: Path, st: dict[str, Any]) -> bool:
         (f"{cli} show {n}", "one experiment: diff, metrics, verdict and reason"),
         (f"git log {branch}", "the kept improvements, one commit each"),
         (f"git diff main {branch} -- train.py", "everything the study changed"),
+        (f"{cli} report", "report.html and progress.png of the whole study"),
+        (f"{cli} serve", "a live dashboard in your browser"),
     ]
     width = max(len(cmd) for cmd, _ in hints)
     print("\nwhere to look next:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 import typing
@@ -111,6 +112,14 @@ GpuList = Annotated[
 ]
 _SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
 MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
+
+
+# pydantic looks for plugins in the entry points of every installed package when it builds
+# a model's validator: tens of ms of every command's start in a large environment. The
+# models below need none, so plugins are off while they are built (restored after Config).
+_PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+_plugins_setting = os.environ.get(_PLUGINS_ENV)
+os.environ[_PLUGINS_ENV] = "__all__"
 
 
 class _Section(BaseModel):
@@ -294,6 +303,19 @@ class SandboxConfig(_Section):
     expose: list[str] = Field(default_factory=list)
 
 
+class StopConfig(_Section):
+    """The circuit breakers of an unattended night (experiment/stopping.py); 0 turns one off.
+    Counted from the start of each `overnight run`."""
+
+    # Experiments in a row that were not runnable or failed (invalid, rejected, crash, timeout).
+    max_failures_in_row: int = Field(default=10, ge=0)
+    # Experiments in a row that failed the same way (reason with numbers and paths removed).
+    max_same_failure: int = Field(default=5, ge=0)
+    # The share of failures over the last `failure_window` experiments that stops the night.
+    failure_window: int = Field(default=50, ge=0)
+    max_failure_share: float = Field(default=0.9, gt=0, le=1)
+
+
 class Config(_Section):
     study: StudyConfig
     run: RunConfig
@@ -306,6 +328,7 @@ class Config(_Section):
     proposer: ProposerConfig = Field(default_factory=ProposerConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
 
     # Private, so that `path` or `root` written in the TOML is still an unknown key.
     _path: Path = PrivateAttr(default_factory=lambda: Path(CONFIG_FILE).absolute())
@@ -320,6 +343,12 @@ class Config(_Section):
     def root(self) -> Path:
         """The repository root: the config file's directory."""
         return self._root
+
+
+if _plugins_setting is None:
+    del os.environ[_PLUGINS_ENV]
+else:
+    os.environ[_PLUGINS_ENV] = _plugins_setting
 
 
 def display_path(path: Path) -> str:
@@ -391,6 +420,7 @@ def _show(value: Any, quote: str = '"') -> str:
 _TYPES = dict(string="a string", int="an integer", float="a number", bool="true or false")
 _TYPES.update(list="an array", dict="a table", model="a table", finite_number="a finite number")
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
+_BOUNDS["less_than_equal"] = "<="
 
 
 def _describe(error: Any) -> str:

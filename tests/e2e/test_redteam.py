@@ -139,6 +139,11 @@ def build(tmp_path: Path, sandbox: bool) -> tuple[Path, Path]:
 
         [proposer]
         kind = "support.spy:SpyProposer"
+
+        [stop]  # every exploit is meant to fail: no circuit breaker may end the night early
+        max_failures_in_row = 0
+        max_same_failure = 0
+        failure_window = 0
         """)
     if sandbox:
         toml += f'\n[sandbox]\nnetwork = false\nhide = ["{secret}"]\n'

@@ -42,7 +42,8 @@ def train_src(**knobs: float) -> str:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """An 'unchanged autoresearch checkout': the stand-in committed as it is, plus the doc's
-    overnight.toml left untracked (with `python train.py`: the test machine may lack uv)."""
+    overnight.toml left untracked and ignored through .git/info/exclude, as the doc says
+    (with `python train.py`: the test machine may lack uv)."""
     repo = tmp_path / "autoresearch"
     shutil.copytree(STANDIN, repo, ignore=shutil.ignore_patterns("__pycache__"))
     git(repo, "init", "-q", "-b", "master")
@@ -53,6 +54,9 @@ def checkout(tmp_path: Path) -> Path:
     toml = doc_block("toml", "# overnight.toml for karpathy/autoresearch")
     assert 'command = "uv run train.py"' in toml and 'budget = "10m"' in toml
     (repo / "overnight.toml").write_text(toml.replace("uv run train.py", "python train.py"))
+    assert "echo overnight.toml >>\n.git/info/exclude" in DOC.read_text()
+    with (repo / ".git" / "info" / "exclude").open("a") as fh:
+        fh.write("overnight.toml\n")
     return repo
 
 
@@ -120,7 +124,7 @@ def test_results_and_branch_map_to_autoresearch_conventions(checkout: Path, tmp_
 
     # The checkout is unchanged: same HEAD, same tracked files, clean status.
     assert git(repo, "rev-parse", "HEAD") == start and git(repo, "ls-files") == tracked_before
-    assert git(repo, "status", "--porcelain") == "?? overnight.toml"
+    assert git(repo, "status", "--porcelain") == ""  # as before: the config is ignored
 
     # The doc's converter writes autoresearch's own five-column results.tsv.
     converter = tmp_path / "to_autoresearch_tsv.py"

@@ -482,7 +482,7 @@ def test_ctrl_c_and_kill9_of_the_controller_leave_nothing_running(
     _wait_for(lambda: held(1), 120, "the held run")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err
     assert not _alive(int(pids.read_text().split()[0]))
     status = json.loads(run_cli(repo, "status", "--json").stdout)
     assert status["pending"] == [1]

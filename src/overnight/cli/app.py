@@ -1,8 +1,14 @@
 """The `overnight` command. Thin: parse, call the library, render.
 
-Each command group lives in its own module; importing them registers them on `app`."""
+Each command group lives in its own module; importing them registers them on `app`.
+`main()` is the one place that turns every way a command can end into an exit code
+(README, "Exit codes"); no user mistake ends in a traceback.
+"""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 import typer
 
@@ -25,31 +31,52 @@ app.command()(review.accept)
 app.command()(mcp.mcp)
 
 
-def main() -> None:
+def _click_exception() -> type[Exception]:
+    """The base class of the usage errors the installed typer raises: click's own, or the
+    copy of click that newer typer releases bundle (`typer._click`)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def usage_line(exc: Exception) -> str:
+    """One line naming the mistake, a suggestion when there is one, and where help is."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "overnight"
+    possibilities = getattr(exc, "possibilities", None)
+    if possibilities and getattr(exc, "option_name", None):
+        text = f"{exc.message.rstrip('.')}; did you mean {' or '.join(sorted(possibilities))}?"
+    else:
+        text = exc.format_message()  # type: ignore[attr-defined]
+    text = " ".join(text.split())
+    return f"{where}: error: {text} (see `{where} --help`)"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]  # bare `overnight`: the help, like `overnight --help`
     try:
-        app(standalone_mode=False)
+        code = app(args=args, prog_name="overnight", standalone_mode=False)
     except OvernightError as exc:
         typer.echo(f"overnight: error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        raise SystemExit(1) from None
+        code = exc.exit_code
     except KeyboardInterrupt:
         typer.echo("overnight: interrupted", err=True)
-        raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors
-        import click
+        code = 130
+    except BrokenPipeError:  # `overnight log | head`: the reader left; say nothing more
+        import os
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(2) from None
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except typer.Abort:  # a prompt was cancelled
+        typer.echo("overnight: aborted", err=True)
+        code = 1
+    except Exception as exc:
+        if not isinstance(exc, _click_exception()):
+            raise
+        typer.echo(usage_line(exc), err=True)
+        code = 2  # every usage mistake, whatever code the parser would have used
+    raise SystemExit(code if isinstance(code, int) else 0)
 
-
-# The morning-review and reporting commands live beside this module; importing it
-# registers them on `app`.
 
 if __name__ == "__main__":
     main()

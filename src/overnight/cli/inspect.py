@@ -1,21 +1,18 @@
 """`overnight status`, `log` and `show`: reading a study, during the night or after."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from overnight.cli.common import ConfigOpt, JsonOpt, emit_json, open_study
-from overnight.judging.rules import fmt
 
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Where the study stands: baseline, best, counts, cost."""
     from overnight.cli.view import best_line, counts_line, rate_line
 
-    study = open_study(config)
+    study = open_study(config, cached=True)
     st = study.status()
     if as_json:
         emit_json(st)
@@ -24,8 +21,8 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(best_line(st))
     typer.echo(counts_line(st))
     typer.echo(rate_line(st))
-    if st["pending"]:
-        typer.echo(f"interrupted experiment(s) {st['pending']} will be re-run on resume")
+    for line in stop_lines(st):
+        typer.echo(line)
     if st["suspects"]:
         more = " …" if len(st["suspects"]) > 20 else ""
         shown = ", ".join(map(str, st["suspects"][:20])) + more
@@ -40,13 +37,27 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             typer.echo(line)
 
 
+def stop_lines(st: dict[str, Any]) -> list[str]:
+    """How the last run ended, and what the next `overnight run` will do about it."""
+    lines = []
+    if st.get("stopped_because"):
+        lines.append(f"last run ended: {st['stopped_because']}")
+    pending = [n for n in st["pending"] if n != 0]
+    if 0 in st["pending"]:
+        lines.append("the baseline has not been measured yet: `overnight run` measures it first"
+                     + ("" if st.get("stopped_by") != "error" else " (fix what failed first)"))
+    if pending:
+        lines.append(f"interrupted experiment(s) {pending} will be re-run on resume")
+    return lines
+
+
 def log(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     tsv: Annotated[bool, typer.Option("--tsv", help="Print results.tsv.")] = False,
 ) -> None:
     """Every experiment with its verdict."""
-    study = open_study(config)
+    study = open_study(config, cached=True)
     records = study.log()
     if as_json:
         emit_json([r.public() for r in records], compact=len(records) > 1000)
@@ -55,26 +66,19 @@ def log(
         if study.tsv_path.exists():
             typer.echo(study.tsv_path.read_text(), nl=False)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from overnight.cli.view import log_line
 
-    from overnight.cli.view import STATUS_STYLE
-
-    table = Table(title=f"{study.name}: {study.cfg.metric.name} ({study.cfg.metric.goal})")
-    for col in ("#", "status", study.cfg.metric.name, "wall", "commit", "description", "reason"):
-        table.add_column(col, overflow="fold")
-    for r in records:
-        style = STATUS_STYLE.get(r.status or "", "")
-        table.add_row(
-            str(r.experiment), f"[{style}]{r.status}[/]" if style else str(r.status),
-            fmt(r.value), f"{r.wall_s:.1f}s" if r.wall_s is not None else "—",
-            (r.commit or "")[:7], r.description, "" if r.status == "keep" else r.reason,
-        )  # fmt: skip
-    Console().print(table)
+    # Plain lines, not a rich table: a long log prints at once and starts fast, and a
+    # description holding "[/tmp]" is text, never markup.
+    typer.echo(f"{study.name}: {study.cfg.metric.name} ({study.cfg.metric.goal}), "
+               f"{len(records)} experiments")  # fmt: skip
+    width = len(str(max((r.experiment for r in records), default=0)))
+    if records:
+        typer.echo("\n".join(log_line(r, width) for r in records))
 
 
 def show(
-    n: Annotated[int, typer.Argument(help="Experiment number.")],
+    n: Annotated[int, typer.Argument(help="Experiment number.", metavar="N")],
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     prompt: Annotated[
@@ -85,9 +89,11 @@ def show(
     ] = False,
 ) -> None:
     """One experiment: diff, metrics, verdict and reason, rationale, log tails."""
+    from overnight.cli.view import seconds
     from overnight.isolation.runner import tail_text
+    from overnight.judging.rules import fmt
 
-    study = open_study(config)
+    study = open_study(config, cached=True)
     info = study.show(n)
     exp_dir = Path(info["dir"])
     if tasks:
@@ -97,7 +103,8 @@ def show(
         emit_json(info)
         return
     typer.echo(f"experiment {n}: {info['status'] or info['state']}  {info['description']}")
-    typer.echo(f"value: {fmt(info['value'])}   wall: {info['wall_s']}   commit: {info['commit']}")
+    typer.echo(f"value: {fmt(info['value'])}   wall: {seconds(info['wall_s'])}   "
+               f"commit: {info['commit'] or '—'}")  # fmt: skip
     if info["reason"]:
         typer.echo(f"reason: {info['reason']}")
     if info["rationale"]:
@@ -154,6 +161,8 @@ def _show_tasks(study: Any, n: int, as_json: bool) -> None:
 
 
 def _constraints_line(rows: list[dict[str, Any]], who: str) -> str:
+    from overnight.judging.rules import fmt
+
     parts = []
     for c in rows:
         bounds = [f">= {fmt(c['min'])}" if c["min"] is not None else "",
@@ -166,6 +175,8 @@ def _constraints_line(rows: list[dict[str, Any]], who: str) -> str:
 
 def _trust_lines(info: dict[str, Any]) -> list[str]:
     """`show`: the measurements per kind, the rule that decided, the isolation the runs had."""
+    from overnight.judging.rules import fmt
+
     lines = []
     by_kind: dict[str, list[str]] = {}
     for m in info.get("measurements") or []:

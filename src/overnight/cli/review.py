@@ -1,7 +1,5 @@
 """The commands for the morning after: finish, apply and verify."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +7,6 @@ import typer
 
 from overnight.cli.common import ConfigOpt, JsonOpt, emit_json, open_study
 from overnight.errors import OvernightError, UsageError
-from overnight.judging.rules import fmt
 
 
 def finish(
@@ -92,19 +89,22 @@ def _print_ablation(study: Any, ablation: Any) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from overnight.judging.rules import fmt
 
     name = study.cfg.metric.name
     table, final_values = ablation.rows, ablation.final_values
     mean = statistics.fmean(final_values)
     title = f"ablation: {name} of the final branch {fmt(mean)} over {len(final_values)} runs"
-    out = Table(title=title + "; contribution = how much worse without it")
+    out = Table(title=Text(title + "; contribution = how much worse without it"))
     for col in ("#", "description", "contribution", "±95%", "effect", "note"):
         out.add_column(col, overflow="fold")
     for r in table:
         ci = "—" if r["ci95"] is None else f"{r['ci95']:.4g}"
         contribution = "—" if r["contribution"] is None else f"{r['contribution']:+.4g}"
-        out.add_row(str(r["experiment"]), r["description"], contribution, ci, r["effect"],
-                    r["error"] or r["note"] or "")  # fmt: skip
+        out.add_row(str(r["experiment"]), Text(r["description"]), contribution, ci, r["effect"],
+                    Text(r["error"] or r["note"] or ""))  # fmt: skip
     Console().print(out)
     negligible = [str(r["experiment"]) for r in table if r["hitchhiker"]]
     if negligible:
@@ -128,7 +128,7 @@ def _print_ablation(study: Any, ablation: Any) -> None:
 
 
 def apply_change(
-    n: Annotated[int, typer.Argument(help="Experiment number.")],
+    n: Annotated[int, typer.Argument(help="Experiment number.", metavar="N")],
     config: ConfigOpt = None,
 ) -> None:
     """Apply experiment N's change (kept or not) to your checkout as an unstaged edit."""

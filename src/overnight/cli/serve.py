@@ -1,7 +1,5 @@
 """`overnight report` and `overnight serve`: the study as a page."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +42,24 @@ def serve(
 
     if not 0 < port < 65536:
         raise UsageError(f"--port: expected 1-65535, got {port}")
-    serve_dashboard(open_study(config), host=host, port=port, token=token)
+    study = open_study(config)
+    check_port(host, port)
+    serve_dashboard(study, host=host, port=port, token=token)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, before printing a URL, an address the dashboard could not listen on."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            busy = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({busy}); choose "
+                             "another --port, or stop what listens there") from None  # fmt: skip
 
 

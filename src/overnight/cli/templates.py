@@ -121,6 +121,16 @@ prefer_simpler = false
 #pids = 0
 #hide = []                     # paths hidden from runs (holdout labels); [holdout] sees them
 #expose = []                   # paths in your home a run may read ("~/.cache/x", ":rw" to write)
+
+# Circuit breakers: a night that goes wrong stops by itself (exit code 3) with the reason
+# and what to fix, instead of filling the ledger with failures. 0 turns one off. A failure
+# is an invalid, rejected, crash or timeout experiment; counted from each `overnight run`.
+# (A proposer that can propose nothing at all, e.g. tune without knobs, always stops it.)
+#[stop]
+#max_failures_in_row = 10      # failures in a row
+#max_same_failure = 5          # failures in a row with the same reason (numbers, paths aside)
+#failure_window = 50           # over the last 50 experiments...
+#max_failure_share = 0.9       # ...this share of failures
 """
 
 

@@ -45,7 +45,51 @@ def rate_line(status: dict[str, Any]) -> str:
 
 
 def counts_line(status: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v}" for k, v in status["counts"].items())
+    """`keep 2 (+ baseline)  discard 5  crash 0 ...`: the baseline (experiment 0, status
+    keep) is named apart, so the keeps are the improvements the plot and the report count."""
+    counts = dict(status["counts"])
+    keep = counts.pop("keep", 0)
+    first = f"keep {max(0, keep - 1)} (+ baseline)" if keep else "keep 0"
+    return "  ".join([first, *(f"{k} {v}" for k, v in counts.items())])
+
+
+def seconds(value: float | None) -> str:
+    """A wall time as people read it: `0.99s`, `12.3s`, `—` when there is none."""
+    if value is None:
+        return "—"
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
+
+
+def styled(word: str, status: str | None) -> str:
+    """`word` in its status's colours (STATUS_STYLE) for a terminal; `typer.echo` drops the
+    colours when the output is not one."""
+    import typer
+
+    spec = STATUS_STYLE.get(status or "", "").split()
+    colour = next((w for w in spec if w not in ("bold", "dim")), None)
+    return typer.style(word, fg=colour, bold="bold" in spec, dim="dim" in spec)
+
+
+def log_line(rec: ExperimentRecord, width: int) -> str:
+    """One experiment of `overnight log`: number, status, value, wall, commit, description
+    and, unless it is a keep, the reason."""
+    status = styled(f"{rec.status or rec.state:<8}", rec.status)
+    text = rec.description
+    if rec.status != "keep" and rec.reason:
+        text += f" — {rec.reason}"
+    return (f"{rec.experiment:>{width}}  {status}  {fmt(rec.value):>12}  "
+            f"{seconds(rec.wall_s):>7}  {(rec.commit or '')[:7]:<7}  {' '.join(text.split())}")
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` on one line, cut at a word boundary with "…" when longer than `width`, so a
+    number is never cut in half (`WEIGHT_DECAY 0.00261 → 0.`)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + "…"
 
 
 class PlainView(View):
@@ -65,9 +109,9 @@ class PlainView(View):
         wall = f"{rec.wall_s:.1f}s" if rec.wall_s is not None else "—"
         best = fmt(status["best"]["value"])
         line = f"[{rec.experiment:>4}] {rec.status:<8} {value:>12}  best {best:<12} {wall:>7}  "
-        line += rec.description[:80]
+        line += shorten(rec.description, 80)
         if rec.status not in ("keep",) and rec.reason:
-            line += f"  — {rec.reason[:160]}"
+            line += f"  — {shorten(rec.reason, 160)}"
         self._print(line)
 
     def finished(self, reason: str, status: dict[str, Any]) -> None:
@@ -104,17 +148,16 @@ class LiveView(View):
         grid.add_column(style="bold")
         grid.add_column()
         if not self.running:
-            grid.add_row("now", self.current)
+            grid.add_row("now", Text(self.current))
         for n, (description, started) in sorted(self.running.items()):
             elapsed = time.monotonic() - started
             left = max(0.0, self.budget - elapsed)
-            grid.add_row(
-                "now", f"experiment {n}: {description[:80]}  [{elapsed:5.1f}s, {left:5.1f}s left]"
-            )
+            grid.add_row("now", Text(f"experiment {n}: {shorten(description, 80)}  "
+                                     f"[{elapsed:5.1f}s, {left:5.1f}s left]"))  # fmt: skip
         if self.status:
-            grid.add_row("best", best_line(self.status))
-            grid.add_row("counts", counts_line(self.status))
-            grid.add_row("rate", rate_line(self.status))
+            grid.add_row("best", Text(best_line(self.status)))
+            grid.add_row("counts", Text(counts_line(self.status)))
+            grid.add_row("rate", Text(rate_line(self.status)))
         table = Table(expand=True, box=None, pad_edge=False)
         for col in ("#", "status", "value", "wall", "description / reason"):
             table.add_column(col, no_wrap=True, overflow="ellipsis")
@@ -127,7 +170,7 @@ class LiveView(View):
                 Text(rec.status or "", style=STATUS_STYLE.get(rec.status or "", "")),
                 fmt(rec.value),
                 f"{rec.wall_s:.1f}s" if rec.wall_s is not None else "—",
-                text,
+                Text(text),  # never markup: a reason may hold "[proposer].max_tokens" or "[/tmp]"
             )
         outer = Table.grid()
         outer.add_row(grid)
@@ -135,7 +178,9 @@ class LiveView(View):
         return Panel(outer, title=f"overnight · {self.study}", border_style="blue")
 
     def message(self, text: str) -> None:
-        self.live.console.print(f"[dim]overnight:[/dim] {text}")
+        from rich.text import Text
+
+        self.live.console.print(Text.assemble(("overnight: ", "dim"), text))
 
     def proposing(self, n: int) -> None:
         self.current = f"proposing experiment {n}…"
@@ -156,8 +201,11 @@ class LiveView(View):
         self.current = reason
         self.running.clear()
         self.close()
-        self.console.print(f"[bold]{reason}[/bold] — {best_line(status)}")
-        self.console.print(f"{counts_line(status)}; {rate_line(status)}; branch {status['branch']}")
+        from rich.text import Text
+
+        self.console.print(Text.assemble((reason, "bold"), f" — {best_line(status)}"))
+        self.console.print(Text(f"{counts_line(status)}; {rate_line(status)}; "
+                                f"branch {status['branch']}"))  # fmt: skip
 
     def close(self) -> None:
         if self.live.is_started:

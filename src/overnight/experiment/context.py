@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from overnight.isolation.runner import tail_text
-from overnight.proposers.base import Context
+from overnight.proposers.base import Context, Remaining
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study
 from overnight.traces import build_digest, experiment_traces
@@ -56,10 +56,12 @@ def build_context(
     seed: int,
     running: Mapping[int, str] | None = None,
     queued: Mapping[int, str] | None = None,
+    remaining: Remaining | None = None,
 ) -> Context:
     """`history`: every decided experiment (the recorder keeps it in step with the ledger);
     `running`: the experiments in flight, number -> description, and `queued`: proposals
-    made ahead that wait for a slot (the recorder's)."""
+    made ahead that wait for a slot (the recorder's); `remaining`: what is left of this
+    run's time, experiments and money."""
     cfg = study.cfg
     history = sorted(history, key=lambda r: r.experiment)
     instructions_path = study.root / cfg.study.instructions
@@ -84,4 +86,5 @@ def build_context(
         best_metrics=dict(best.metrics),
         trace_digest=trace_digest(study, history, best),
         in_flight=in_flight(running or {}, queued or {}),
+        remaining=remaining or Remaining(),
     )

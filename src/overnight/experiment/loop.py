@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from overnight.errors import OvernightError, UsageError
+from overnight.errors import FlagSource, OvernightError, UsageError
 from overnight.executors.registry import make_executor
+from overnight.experiment import stopping
 from overnight.experiment.context import build_context
 from overnight.experiment.controls import ControlSchedule, make_control
 from overnight.experiment.measure import Interrupted, Measurer, aggregate
@@ -28,6 +29,7 @@ from overnight.experiment.reference import remeasure
 from overnight.experiment.scheduler import Jobs, Scheduler, Tally
 from overnight.experiment.setup import prepare_runs
 from overnight.experiment.view import NullView, View
+from overnight.git.checkout import check_checkout, checkout_state
 from overnight.isolation.runner import kill_marked
 from overnight.judging.rules import Verdict
 from overnight.judging.verdict import HoldoutRecord, VerdictRecord
@@ -51,6 +53,7 @@ class RunOptions:
     executor: str | None = None
     # Proposals prepared ahead of the slots (None: one per slot; 0: propose, then run).
     lookahead: int | None = None
+    allow_dirty: bool = False  # run the committed versions of files changed in the checkout
 
 
 @dataclass
@@ -60,6 +63,8 @@ class RunSummary:
     kept: int = 0
     interrupted: bool = False
     status: dict[str, Any] = field(default_factory=dict)
+    stopped_by: str = stopping.LIMIT  # limit | breaker | signal (stopping.py)
+    signal: int | None = None  # SIGINT or SIGTERM that stopped it
 
 
 class Loop:
@@ -72,6 +77,10 @@ class Loop:
         self.ws = study.ws
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        self.stop_signal: int | None = None
+        self.breakers = stopping.Breakers(study.cfg.stop)
+        self._stopped_by = stopping.LIMIT
+        self._t0, self._tally = time.monotonic(), Tally()
         self._executor = executor  # an executor given by the caller (tests: FakeExecutor)
         self._proposer = proposer  # a proposer given by the caller (`overnight mcp`: the agent)
 
@@ -84,7 +93,7 @@ class Loop:
             try:
                 self._recover()
                 self._baseline()
-                tally = Tally()
+                tally = self._tally = Tally()
                 for row in self._pending:
                     if self.stop_event.is_set():
                         break
@@ -108,9 +117,15 @@ class Loop:
                                      interrupted=why is None or self.stop_event.is_set())
             except Interrupted:
                 summary = RunSummary(self.stop_reason or "interrupted", interrupted=True)
+            except OvernightError as exc:  # e.g. the baseline failed: status says why
+                stopping.record_stop(self.ledger, str(exc).splitlines()[0], stopping.ERROR)
+                raise
             finally:
                 self._restore_signals(previous)
                 self._teardown()
+            summary.signal = self.stop_signal
+            summary.stopped_by = stopping.SIGNAL if summary.signal is not None else self._stopped_by
+            stopping.record_stop(self.ledger, summary.stopped_because, summary.stopped_by)
             summary.status = status_of(self.study, self.ledger)
             self.view.finished(summary.stopped_because, summary.status)
             self.ledger.close()
@@ -150,19 +165,25 @@ class Loop:
                 "[study].name for the new metric."
             )
         setup = prepare_runs(self.study, start)
+        settings = [cfg.path, self.study.root / cfg.study.instructions]
+        dirty = check_checkout(checkout_state(self.study.root, start, self.ws.branch, settings),
+                               self.study.name, self.opts.allow_dirty)  # fmt: skip
         self.surface, self.marker_prefix = setup.surface, setup.marker_prefix
-        self.executor = self._executor or make_executor(
-            self.opts.executor or cfg.executor.kind, cfg, self.ws, self.surface,
-            setup.protected, workers=self.opts.workers, sandbox=setup.sandbox,
-        )  # fmt: skip
+        with FlagSource("--executor", self.opts.executor, "[executor].kind"):
+            self.executor = self._executor or make_executor(
+                self.opts.executor or cfg.executor.kind, cfg, self.ws, self.surface,
+                setup.protected, workers=self.opts.workers, sandbox=setup.sandbox,
+            )  # fmt: skip
         self.proposer: BaseProposer
         if self._proposer is not None:
             self.proposer, why = self._proposer, f"proposer: {self._proposer.describe()}"
         else:
-            self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind, cfg,
-                                               seed=self.opts.seed)  # fmt: skip
+            with FlagSource("--proposer", self.opts.proposer, "[proposer].kind"):
+                self.proposer, why = load_proposer(self.opts.proposer or cfg.proposer.kind,
+                                                   cfg, seed=self.opts.seed)  # fmt: skip
         self.ws.ensure_excluded()
         self.ledger = Ledger(self.study.ledger_path)
+        stopping.clear_stop(self.ledger)
         self.rec = Recorder(self.study, self.ledger, self.ws, self.surface)
         self.slots = max(1, getattr(self.executor, "slots", 1))
         base = Measurer(cfg, self.executor, self.surface, setup.base_env, self.opts.seed,
@@ -173,6 +194,8 @@ class Loop:
                                  self.proposer.rebase, self.view)  # fmt: skip
         self._remeasuring = threading.Lock()
         self.view.message(why)
+        if dirty:
+            self.view.message(dirty)
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -325,8 +348,10 @@ class Loop:
         # Controls are not the proposer's: it never sees them (nor learns from them).
         history = [r for r in self.rec.history if r.control_of is None]
         running = {n: d for n, d in self.rec.running.items() if n not in self.rec.controls}
+        left = stopping.remaining(self.opts, self._tally, time.monotonic() - self._t0,
+                                  self.rec.tallies.cost_usd)  # fmt: skip
         return build_context(self.study, history, best.record, best.files,
-                             self.opts.seed, running, self.rec.queued)  # fmt: skip
+                             self.opts.seed, running, self.rec.queued, left)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
         return self._after(self.pipeline.run(proposal, slot))
@@ -362,6 +387,7 @@ class Loop:
         drain = getattr(self.executor, "drain_events", None)  # e.g. Ray workers that died
         for name, fields in drain() if drain is not None else ():
             self.ledger.event(name, **fields)
+        self.breakers.observe(rec)
         if rec.experiment > 0 and rec.control_of is None:
             try:
                 self.proposer.observe(rec)
@@ -389,29 +415,14 @@ class Loop:
     # == stopping ===========================================================================
 
     def should_stop(self, tally: Tally) -> str | None:
-        o = self.opts
         if self.stop_event.is_set():
             return self.stop_reason or "stopped"
-        if o.experiments is not None and tally.started >= o.experiments:
-            return f"ran {tally.started} experiment(s) as asked"
-        if o.hours is not None and time.monotonic() - self._t0 >= o.hours * 3600:
-            return f"time limit of {o.hours:g} h reached"
-        if o.patience is not None and tally.streak >= o.patience:
-            return f"no keep in the last {tally.streak} experiments (patience {o.patience})"
-        spent = self.rec.tallies.cost_usd
-        if o.max_cost is not None and spent >= o.max_cost:
-            return f"cost limit reached (${spent:.2f} of ${o.max_cost:.2f})"
-        if o.max_cost is not None:
-            # Stop BEFORE a call that could cross the cap: proposers that pay per call say
-            # what the next one may cost at most (llm: its prompt and a max_tokens reply).
-            estimate = getattr(self.proposer, "next_cost_estimate", None)
-            upcoming = float(estimate() if estimate else 0.0)
-            if spent + upcoming > o.max_cost:
-                return (
-                    f"cost limit reached (${spent:.2f} spent of ${o.max_cost:.2f}; the next "
-                    f"model call could cost up to ${upcoming:.2f})"
-                )
-        return None
+        if self.breakers.tripped is not None:
+            self._stopped_by = stopping.BREAKER
+            return f"stopped by a circuit breaker: {self.breakers.tripped}"
+        estimate = getattr(self.proposer, "next_cost_estimate", None)
+        return stopping.limit_reached(self.opts, tally, time.monotonic() - self._t0,
+                                      self.rec.tallies.cost_usd, estimate)  # fmt: skip
 
 
 def run_study(study: Study, options: RunOptions, view: View | None = None) -> RunSummary:

@@ -8,6 +8,39 @@ from typing import Any
 
 from overnight.store.records import ExperimentRecord, Proposal
 
+# Proposal meta key: the proposer can produce nothing at all for this study (see
+# `nothing_to_propose`); the night stops at once instead of recording the same failure.
+NOTHING_TO_PROPOSE = "nothing_to_propose"
+
+
+def nothing_to_propose(proposer: str, description: str, reason: str) -> Proposal:
+    """The proposal of a proposer that can produce nothing at all for this study, whatever
+    happens next (`tune` on a surface without knobs). `reason` says what the user can do."""
+    return Proposal(files={}, description=description, invalid_reason=reason, proposer=proposer,
+                    meta={NOTHING_TO_PROPOSE: True})  # fmt: skip
+
+
+@dataclass
+class Remaining:
+    """What is left of this night's limits when the proposal is asked for (None: no limit):
+    `--hours`, `--experiments` and `--max-cost` of the `overnight run` going on."""
+
+    seconds: float | None = None
+    experiments: int | None = None
+    usd: float | None = None
+
+    def describe(self) -> str:
+        """One line for a prompt, e.g. "left: 2.5 h, 40 experiments, $1.20"; "" when unlimited."""
+        parts = []
+        if self.seconds is not None:
+            s = max(0.0, self.seconds)
+            parts.append(f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min")
+        if self.experiments is not None:
+            parts.append(f"{max(0, self.experiments)} experiment(s)")
+        if self.usd is not None:
+            parts.append(f"${max(0.0, self.usd):.2f} of model spend")
+        return "left in this run: " + ", ".join(parts) if parts else ""
+
 
 @dataclass
 class Context:
@@ -37,6 +70,7 @@ class Context:
     # and parallel slots, any of them may become the best before this proposal runs, and
     # proposing one of them again wastes an experiment.
     in_flight: list[dict[str, Any]] = field(default_factory=list)
+    remaining: Remaining = field(default_factory=Remaining)  # time, experiments, money left
 
 
 class BaseProposer(ABC):

@@ -177,8 +177,11 @@ def summary_cards(st: dict[str, Any]) -> str:
             f"{ctl['would_keep']} of {ctl['run']} controls · {ctl['level']:.0%} CI "
             f"{pct(low)}–{pct(high)}" + (f" · {ctl['suggestion']}" if ctl["high"] else ""),
         ))  # fmt: skip
+    stopped = st.get("stopped_because")  # how the last `overnight run` ended
+    flag = "⚠ " if st.get("stopped_by") == "breaker" else ""
+    ended = f'<p class="sub">last run ended: {flag}{esc(stopped)}</p>' if stopped else ""
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{k}</div><div class="v">{v}'
         f"<br><small>{esc(sub)}</small></div></div>"
         for k, v, sub in cards
-    ) + "</div>"  # fmt: skip
+    ) + "</div>" + ended  # fmt: skip

@@ -6,12 +6,25 @@ holdout values)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from overnight.config import Config
 from overnight.judging.controls import ControlRow, summarize
 from overnight.judging.rules import fmt, gain
 from overnight.store.ledger import Ledger
+
+if TYPE_CHECKING:
+    from overnight.config import Config
+
+# Ledger meta: why the last `overnight run` ended (experiment/stopping.py writes it).
+STOPPED_META = "stopped_because"
+
+
+def stop_status(ledger: Ledger) -> dict[str, Any]:
+    """`stopped_because` (the sentence) and `stopped_by` (limit, breaker, signal or error)
+    of the last `overnight run`; both None while one is going or before the first ends."""
+    raw = ledger.get_meta(STOPPED_META) or ""
+    data = json.loads(raw) if raw.startswith("{") else {}
+    return {"stopped_because": data.get("reason"), "stopped_by": data.get("by")}
 
 
 def holdout_status(cfg: Config, ledger: Ledger) -> dict[str, Any] | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from overnight.config import Config, load_config
 from overnight.errors import UsageError
 from overnight.git.workspace import Workspace, find_repo_root
 from overnight.store.ledger import Ledger
 from overnight.store.records import ExperimentRecord
-from overnight.store.status import controls_status, drift_status, holdout_status
+from overnight.store.status import controls_status, drift_status, holdout_status, stop_status
+
+if TYPE_CHECKING:
+    from overnight.config import Config
 
 CONFIG_NAME = "overnight.toml"
 
@@ -30,7 +32,13 @@ class Study:
         self._ws: Workspace | None = None
 
     @classmethod
-    def open(cls, config: Path | None = None, cwd: Path | None = None) -> Study:
+    def open(cls, config: Path | None = None, cwd: Path | None = None, *,
+             cached: bool = False) -> Study:  # fmt: skip
+        """The study of `config` (default: overnight.toml at the repo root). `cached`: for
+        commands that only read, the config as last validated when the file is unchanged
+        (store/config_cache.py), which spares them the import of pydantic."""
+        from overnight.store.config_cache import cached_config, save_config
+
         cwd = cwd or Path.cwd()
         if config is None:
             root = find_repo_root(cwd)
@@ -40,7 +48,12 @@ class Study:
         else:
             config = config if config.is_absolute() else cwd / config
             root = find_repo_root(config.parent if config.parent.exists() else cwd)
-        cfg = load_config(config)
+        cfg = cached_config(config, root) if cached else None
+        if cfg is None:
+            from overnight.config import load_config
+
+            cfg = load_config(config)
+            save_config(cfg, root)
         return cls(cfg, root)
 
     @property
@@ -143,6 +156,7 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "controls": controls,
         "suspects": [n for (n,) in ledger.db.execute(
             "SELECT n FROM experiments WHERE status='suspect' ORDER BY n")],
+        **stop_status(ledger),
     }  # fmt: skip
 
 

@@ -47,10 +47,11 @@ LOCAL_KEY = "not-needed"
 
 def missing_key_message(cfg_name: str, provider: str, key_env: str) -> str:
     return (
-        f'{cfg_name}: [proposer].kind = "llm" with provider {provider!r} needs an API key in '
-        f"the environment variable {key_env}, which is not set. Export it "
+        f"the llm proposer with provider {provider!r} ({cfg_name}: [proposer].provider) needs "
+        f"an API key in the environment variable {key_env}, which is not set. Export it "
         f"(export {key_env}=...), name another variable with [proposer].api_key_env, "
-        'or use kind = "tune" to search without a model.'
+        'or use the tune proposer (kind = "tune", or --proposer tune) to search without a '
+        "model."
     )
 
 

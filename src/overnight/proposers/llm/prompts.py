@@ -266,15 +266,23 @@ def llm_prompt(ctx: Context, whole_file: bool, hidden: Collection[str] = ()) -> 
             *context_sections(ctx, hidden),
             _surface_section(ctx),
             "Propose the next experiment now, in the reply format.",
+            *_left(ctx),
         ]
     )
     return system, user
 
 
+def _left(ctx: Context) -> list[str]:
+    """What is left of this run's time, experiments and money; last, so that the prompt
+    before it stays the same from call to call (provider prompt caches)."""
+    left = ctx.remaining.describe()
+    return [left.capitalize() + "."] if left else []
+
+
 def agent_prompt(ctx: Context, description_file: str, hidden: Collection[str] = ()) -> str:
     """The whole prompt for a coding agent, which reads the surface from its worktree."""
     task = AGENT_TASK.format(description_file=description_file, **_fill(ctx))
-    return "\n\n".join([*context_sections(ctx, hidden), task]) + "\n"
+    return "\n\n".join([*context_sections(ctx, hidden), task, *_left(ctx)]) + "\n"
 
 
 def in_flight_section(ctx: Context) -> list[str]:

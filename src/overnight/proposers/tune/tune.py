@@ -24,15 +24,16 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import Trial, TrialState
 
-from overnight.proposers.base import BaseProposer, Context
+from overnight.proposers.base import BaseProposer, Context, nothing_to_propose
 from overnight.proposers.tune.knobs import Knob, Number, apply_values, format_value
 from overnight.proposers.tune.knobs import round_value as _round
 from overnight.proposers.tune.rebase import discover, reset_knobs
 from overnight.store.records import ExperimentRecord, Proposal
 
 NO_KNOBS = (
-    "tune found no numeric knobs in the surface (UPPER_CASE numeric constants in .py files,"
-    " numeric values in TOML/YAML/JSON)"
+    "tune found no numeric knobs in the surface: declare what it may tune as UPPER_CASE "
+    "numeric constants at the top level of a .py surface (e.g. LR = 0.01), or as numbers in a "
+    "TOML/YAML/JSON surface; or use a proposer that edits code (--proposer llm or agent)"
 )
 MAX_ATTEMPTS = 20
 MEASURED = ("keep", "discard")
@@ -129,10 +130,7 @@ class TuneProposer(BaseProposer):
         with self._lock:
             knobs = discover(ctx.surface)
             if not knobs:
-                return Proposal(
-                    files={}, description="tune: no knobs", invalid_reason=NO_KNOBS,
-                    proposer=self.name,
-                )
+                return nothing_to_propose(self.name, "tune: no knobs", NO_KNOBS)
             current = {k: knob.value for k, knob in knobs.items()}
             self._start(ctx, current)
             self._make_spaces(ctx, knobs)
@@ -146,11 +144,12 @@ class TuneProposer(BaseProposer):
                 and self._spaces[k].widen(knob.value)
             ]
             if not tunable:
-                return Proposal(
-                    files={}, description="tune: no movable knobs", proposer=self.name,
-                    invalid_reason="tune cannot move any knob: their values left the ranges"
-                    " (sign or int/float type changed) the search was set up with",
-                )
+                return nothing_to_propose(
+                    self.name, "tune: no movable knobs",
+                    "tune cannot move any knob: their values left the ranges (sign or "
+                    "int/float type changed) the search was set up with; start a new study "
+                    "(another [study].name) or use another proposer (--proposer llm|agent)",
+                )  # fmt: skip
             for attempt in range(MAX_ATTEMPTS):
                 candidate, trial = self._ask(current, tunable, attempt)
                 if _key(candidate) in self._seen:
