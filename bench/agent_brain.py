@@ -1,0 +1,155 @@
+"""A scripted model for real coding-agent CLIs: behind the fake provider (tests/support/
+fake_llm.py) it plays the model of Claude Code, Codex or Aider well enough to make one knob
+experiment per call, through the tools each CLI offers.
+
+Each call of the agent is one *turn*: the latest user prompt and the tool calls after it.
+The brain reads the surface through the CLI's own tools, changes `X = n` by `step`, writes
+the description file the prompt names (when `describe` is set) and says what it did:
+
+- Claude Code (Anthropic Messages, tool use): Read the surface, Edit the knob, Write the
+  description file, then a final text.
+- Codex (OpenAI Responses, function calls): `exec_command` with `cat`, then one with `sed`
+  and `printf` into the description file, then a final message.
+- Aider (OpenAI Chat Completions, no tools): a SEARCH/REPLACE block for the knob, read from
+  the file content Aider put into the chat. Aider cannot write the description file.
+
+Side requests a CLI makes besides the turn (a title, a summary) get a short text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import Any
+
+from support.fake_llm import Reply, Seen, ToolCall
+
+DESCRIPTION_FILE = re.compile(r"\((/[^()\s]*description\.txt)\)")
+WORKDIR = re.compile(r"(?:Primary working directory|[Ww]orking directory|cwd)\W+(/\S+)")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(_text(c.get("text") or c.get("content") or "")
+                         for c in content if isinstance(c, dict))  # fmt: skip
+    return ""
+
+
+class KnobAgent:
+    """Changes `<knob> = n` in `path` by `step` on every turn."""
+
+    def __init__(self, path: str = "score.py", knob: str = "X", step: float = -1,
+                 describe: bool = True) -> None:  # fmt: skip
+        self.path, self.knob, self.step, self.describe = path, knob, step, describe
+        self.value = re.compile(rf"^(?:\s*\d+[\t→|]\s?)?{re.escape(knob)} = (\S+)\s*$", re.M)
+
+    def __call__(self, seen: Seen) -> Reply:
+        if not seen.body.get("tools") and seen.api != "chat":
+            return Reply("Knob experiment")  # a title or summary request
+        if seen.api == "anthropic":
+            return self._anthropic(seen.body)
+        if seen.api == "responses":
+            return self._responses(seen.body)
+        return self._chat(seen.body)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _new(self, old: str) -> str:
+        value = float(old) + self.step
+        return str(int(value)) if value == int(value) and "." not in old else f"{value:g}"
+
+    def _description(self, old: str, new: str) -> str:
+        return (f"DESCRIPTION: {self.knob} {old} -> {new}\n"
+                f"HYPOTHESIS: moving {self.knob} by {self.step:g} improves the metric\n")
+
+    def _found(self, text: str) -> str | None:
+        hits = self.value.findall(text)
+        return hits[-1] if hits else None
+
+    # -- Claude Code ---------------------------------------------------------------------
+
+    def _anthropic(self, body: dict[str, Any]) -> Reply:
+        messages = body.get("messages", [])
+        start = max((i for i, m in enumerate(messages) if m.get("role") == "user" and not any(
+            isinstance(c, dict) and c.get("type") == "tool_result" for c in m.get("content", [])
+            if isinstance(m.get("content"), list))), default=0)  # fmt: skip
+        prompt = _text(messages[start].get("content")) if messages else ""
+        results: dict[str, str] = {}
+        calls: list[dict[str, Any]] = []
+        for m in messages[start:]:
+            for c in m.get("content", []) if isinstance(m.get("content"), list) else []:
+                if c.get("type") == "tool_use":
+                    calls.append(c)
+                elif c.get("type") == "tool_result":
+                    results[c.get("tool_use_id", "")] = _text(c.get("content"))
+        system = _text(body.get("system"))
+        cwd = WORKDIR.search(system + "\n" + prompt)
+        target = f"{cwd.group(1) if cwd else '.'}/{self.path}"
+        n = sum(1 for m in messages for c in (m.get("content") or [])
+                if isinstance(c, dict) and c.get("type") == "tool_use")  # fmt: skip
+        done = [c["name"] for c in calls]
+        if "Read" not in done:
+            return Reply(tool_calls=[ToolCall("Read", {"file_path": target}, f"toolu_{n + 1}")])
+        read = next(c for c in calls if c["name"] == "Read")
+        old = self._found(results.get(read["id"], ""))
+        if old is None:
+            return Reply(f"I found no `{self.knob} = …` line in {self.path}.")
+        new = self._new(old)
+        if "Edit" not in done:
+            edit = {"file_path": target, "old_string": f"{self.knob} = {old}",
+                    "new_string": f"{self.knob} = {new}"}  # fmt: skip
+            return Reply(tool_calls=[ToolCall("Edit", edit, f"toolu_{n + 1}")])
+        desc = DESCRIPTION_FILE.search(prompt)
+        if self.describe and desc and "Write" not in done:
+            write = {"file_path": desc.group(1), "content": self._description(old, new)}
+            return Reply(tool_calls=[ToolCall("Write", write, f"toolu_{n + 1}")])
+        return Reply(f"Changed {self.knob} from {old} to {new} in {self.path}.")
+
+    # -- Codex ---------------------------------------------------------------------------
+
+    def _responses(self, body: dict[str, Any]) -> Reply:
+        items = [i for i in body.get("input", []) if isinstance(i, dict)]
+        start = max((k for k, i in enumerate(items)
+                     if i.get("type") == "message" and i.get("role") == "user"
+                     and "description.txt" in _text(i.get("content"))), default=0)  # fmt: skip
+        prompt = _text(items[start].get("content")) if items else ""
+        turn = items[start:]
+        outputs = [str(i.get("output", "")) for i in turn if i.get("type") == "function_call_output"]
+        n = sum(1 for i in items if i.get("type") == "function_call")
+        if not outputs:
+            cat = {"cmd": f"cat {shlex.quote(self.path)}"}
+            return Reply(tool_calls=[ToolCall("exec_command", cat, f"call_{n + 1}")])
+        old = self._found(outputs[0])
+        if old is None:
+            return Reply(f"I found no `{self.knob} = …` line in {self.path}.")
+        new = self._new(old)
+        if len(outputs) == 1:
+            cmd = (f"sed -i 's/^{self.knob} = {re.escape(old)}$/{self.knob} = {new}/' "
+                   f"{shlex.quote(self.path)}")
+            desc = DESCRIPTION_FILE.search(prompt)
+            if self.describe and desc:
+                cmd += (f" && printf '%s' {shlex.quote(self._description(old, new))} > "
+                        f"{shlex.quote(desc.group(1))}")
+            return Reply(tool_calls=[ToolCall("exec_command", {"cmd": cmd}, f"call_{n + 1}")])
+        return Reply(f"Changed {self.knob} from {old} to {new} in {self.path}.")
+
+    # -- Aider ---------------------------------------------------------------------------
+
+    def _chat(self, body: dict[str, Any]) -> Reply:
+        shown = "\n".join(_text(m.get("content")) for m in body.get("messages", [])
+                          if m.get("role") in ("user", "system"))  # fmt: skip
+        old = self._found(shown)
+        if old is None:
+            return Reply("Ok.")
+        new = self._new(old)
+        block = (f"{self.path}\n```python\n<<<<<<< SEARCH\n{self.knob} = {old}\n=======\n"
+                 f"{self.knob} = {new}\n>>>>>>> REPLACE\n```\n")
+        return Reply(f"Change {self.knob} from {old} to {new}.\n\n{block}")
+
+
+def dump(seen: list[Seen]) -> str:
+    """The requests a run made, for debugging a recipe."""
+    return "\n".join(json.dumps({"path": s.path, "body": s.body})[:2000] for s in seen)
