@@ -117,7 +117,8 @@ class KnobAgent:
                      and "description.txt" in _text(i.get("content"))), default=0)  # fmt: skip
         prompt = _text(items[start].get("content")) if items else ""
         turn = items[start:]
-        outputs = [str(i.get("output", "")) for i in turn if i.get("type") == "function_call_output"]
+        outputs = [str(i.get("output", "")) for i in turn
+                   if i.get("type") == "function_call_output"]  # fmt: skip
         n = sum(1 for i in items if i.get("type") == "function_call")
         if not outputs:
             cat = {"cmd": f"cat {shlex.quote(self.path)}"}

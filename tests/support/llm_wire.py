@@ -108,7 +108,8 @@ def _anthropic_events(answer: Answer, model: str) -> Iterator[tuple[str | None, 
     yield "message_start", {"type": "message_start", "message": start}
     for i, block in enumerate(_anthropic_blocks(answer)):
         if block["type"] == "text":
-            opened, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
+            opened = {"type": "text", "text": ""}
+            delta = {"type": "text_delta", "text": block["text"]}
         else:
             opened = {**block, "input": {}}
             delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
@@ -116,8 +117,8 @@ def _anthropic_events(answer: Answer, model: str) -> Iterator[tuple[str | None, 
                                       "content_block": opened}  # fmt: skip
         yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}
         yield "content_block_stop", {"type": "content_block_stop", "index": i}
-    yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": _anthropic_stop(answer), "stop_sequence": None},
+    stop = {"stop_reason": _anthropic_stop(answer), "stop_sequence": None}
+    yield "message_delta", {"type": "message_delta", "delta": stop,
                             "usage": {"output_tokens": answer.usage.output_tokens}}  # fmt: skip
     yield "message_stop", {"type": "message_stop"}
 
