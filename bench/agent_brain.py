@@ -72,24 +72,28 @@ class KnobAgent:
     # -- Claude Code ---------------------------------------------------------------------
 
     def _anthropic(self, body: dict[str, Any]) -> Reply:
-        messages = body.get("messages", [])
-        start = max((i for i, m in enumerate(messages) if m.get("role") == "user" and not any(
-            isinstance(c, dict) and c.get("type") == "tool_result" for c in m.get("content", [])
-            if isinstance(m.get("content"), list))), default=0)  # fmt: skip
-        prompt = _text(messages[start].get("content")) if messages else ""
+        # Claude Code merges consecutive messages of one role, so a continued session's new
+        # prompt is a text block after the last tool results: the turn starts at the last
+        # user text that is an overnight prompt (it names the description file).
+        blocks = [(m.get("role"), c) for m in body.get("messages", [])
+                  for c in (m.get("content") if isinstance(m.get("content"), list)
+                            else [{"type": "text", "text": m.get("content") or ""}])
+                  if isinstance(c, dict)]  # fmt: skip
+        start = max((i for i, (role, c) in enumerate(blocks) if role == "user"
+                     and c.get("type") == "text" and "description.txt" in c.get("text", "")),
+                    default=0)  # fmt: skip
+        prompt = blocks[start][1].get("text", "") if blocks else ""
         results: dict[str, str] = {}
         calls: list[dict[str, Any]] = []
-        for m in messages[start:]:
-            for c in m.get("content", []) if isinstance(m.get("content"), list) else []:
-                if c.get("type") == "tool_use":
-                    calls.append(c)
-                elif c.get("type") == "tool_result":
-                    results[c.get("tool_use_id", "")] = _text(c.get("content"))
+        for _, c in blocks[start:]:
+            if c.get("type") == "tool_use":
+                calls.append(c)
+            elif c.get("type") == "tool_result":
+                results[c.get("tool_use_id", "")] = _text(c.get("content"))
+        n = sum(1 for _, c in blocks if c.get("type") == "tool_use")
         system = _text(body.get("system"))
         cwd = WORKDIR.search(system + "\n" + prompt)
         target = f"{cwd.group(1) if cwd else '.'}/{self.path}"
-        n = sum(1 for m in messages for c in (m.get("content") or [])
-                if isinstance(c, dict) and c.get("type") == "tool_use")  # fmt: skip
         done = [c["name"] for c in calls]
         if "Read" not in done:
             return Reply(tool_calls=[ToolCall("Read", {"file_path": target}, f"toolu_{n + 1}")])
