@@ -44,7 +44,9 @@ class KnobAgent:
     def __init__(self, path: str = "score.py", knob: str = "X", step: float = -1,
                  describe: bool = True) -> None:  # fmt: skip
         self.path, self.knob, self.step, self.describe = path, knob, step, describe
-        self.value = re.compile(rf"^(?:\s*\d+[\t→|]\s?)?{re.escape(knob)} = (\S+)\s*$", re.M)
+        # `KNOB = value`, maybe with a comment, maybe behind a Read tool's line number.
+        self.line = re.compile(rf"^(?:\s*\d+[\t→|]\s?)?({re.escape(knob)} = (\S+)(?:\s+#.*)?)$",
+                               re.M)  # fmt: skip
 
     def __call__(self, seen: Seen) -> Reply:
         if not seen.body.get("tools") and seen.api != "chat":
@@ -65,9 +67,14 @@ class KnobAgent:
         return (f"DESCRIPTION: {self.knob} {old} -> {new}\n"
                 f"HYPOTHESIS: moving {self.knob} by {self.step:g} improves the metric\n")
 
-    def _found(self, text: str) -> str | None:
-        hits = self.value.findall(text)
-        return hits[-1] if hits else None
+    def _found(self, text: str) -> tuple[str, str, str] | None:
+        """(the knob's whole line, its value, the line with the new value)."""
+        hits = self.line.findall(text.replace("\r\n", "\n"))
+        if not hits:
+            return None
+        line, old = hits[-1]
+        new = self._new(old)
+        return line, old, line.replace(f"{self.knob} = {old}", f"{self.knob} = {new}", 1)
 
     # -- Claude Code ---------------------------------------------------------------------
 
@@ -98,13 +105,13 @@ class KnobAgent:
         if "Read" not in done:
             return Reply(tool_calls=[ToolCall("Read", {"file_path": target}, f"toolu_{n + 1}")])
         read = next(c for c in calls if c["name"] == "Read")
-        old = self._found(results.get(read["id"], ""))
-        if old is None:
+        found = self._found(results.get(read["id"], ""))
+        if found is None:
             return Reply(f"I found no `{self.knob} = …` line in {self.path}.")
+        line, old, changed = found
         new = self._new(old)
         if "Edit" not in done:
-            edit = {"file_path": target, "old_string": f"{self.knob} = {old}",
-                    "new_string": f"{self.knob} = {new}"}  # fmt: skip
+            edit = {"file_path": target, "old_string": line, "new_string": changed}
             return Reply(tool_calls=[ToolCall("Edit", edit, f"toolu_{n + 1}")])
         desc = DESCRIPTION_FILE.search(prompt)
         if self.describe and desc and "Write" not in done:
@@ -127,13 +134,15 @@ class KnobAgent:
         if not outputs:
             cat = {"cmd": f"cat {shlex.quote(self.path)}"}
             return Reply(tool_calls=[ToolCall("exec_command", cat, f"call_{n + 1}")])
-        old = self._found(outputs[0])
-        if old is None:
+        found = self._found(outputs[0])
+        if found is None:
             return Reply(f"I found no `{self.knob} = …` line in {self.path}.")
+        line, old, changed = found
         new = self._new(old)
         if len(outputs) == 1:
-            cmd = (f"sed -i 's/^{self.knob} = {re.escape(old)}$/{self.knob} = {new}/' "
-                   f"{shlex.quote(self.path)}")
+            script = (f"import pathlib; p = pathlib.Path({self.path!r}); "
+                      f"p.write_text(p.read_text().replace({line!r}, {changed!r}, 1))")
+            cmd = f"python3 -c {shlex.quote(script)}"
             desc = DESCRIPTION_FILE.search(prompt)
             if self.describe and desc:
                 cmd += (f" && printf '%s' {shlex.quote(self._description(old, new))} > "
@@ -146,12 +155,13 @@ class KnobAgent:
     def _chat(self, body: dict[str, Any]) -> Reply:
         shown = "\n".join(_text(m.get("content")) for m in body.get("messages", [])
                           if m.get("role") in ("user", "system"))  # fmt: skip
-        old = self._found(shown)
-        if old is None:
+        found = self._found(shown)
+        if found is None:
             return Reply("Ok.")
+        line, old, changed = found
         new = self._new(old)
-        block = (f"{self.path}\n```python\n<<<<<<< SEARCH\n{self.knob} = {old}\n=======\n"
-                 f"{self.knob} = {new}\n>>>>>>> REPLACE\n```\n")
+        block = (f"{self.path}\n```python\n<<<<<<< SEARCH\n{line}\n=======\n{changed}\n"
+                 ">>>>>>> REPLACE\n```\n")
         return Reply(f"Change {self.knob} from {old} to {new}.\n\n{block}")
 
 
