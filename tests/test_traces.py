@@ -498,8 +498,11 @@ def test_harbor_rewards_from_reward_json_and_result_json(tmp_path: Path) -> None
     harbor_trial(job, "fix-permissions", "aB3dE5f", reward=1.0, how="json")
     harbor_trial(job, "count-lines", "Zz9yY8x", reward=0.0, how="json")
     harbor_trial(job, "parse-log", "Qq1wW2e", reward=1.0, how="result")
+    # An agent's own session log inside a trial folder is no task record.
+    write_jsonl(job / "count-lines__Zz9yY8x" / "agent" / "sessions" / "s.jsonl",
+                [{"type": "user", "message": "count the lines"}])  # fmt: skip
     ts = load_traces([job.parent])
-    assert not ts.problems, ts.problems  # the job's own result.json is no trial
+    assert not ts.problems, ts.problems  # the job's own result.json is no trial either
     assert {t: r.ok for t, r in ts.tasks.items()} == {
         "fix-permissions": True, "count-lines": False, "parse-log": True,
     }  # fmt: skip

@@ -333,8 +333,11 @@ def _harbor_trial(
     ))  # fmt: skip
 
 
-def _read_harbor(d: Path, trajectories: list[Path], results: list[Path], out: TraceSet) -> None:
-    """Group the trajectories and `result.json` files of a trace folder into trials."""
+def _read_harbor(
+    d: Path, trajectories: list[Path], results: list[Path], out: TraceSet
+) -> set[Path]:
+    """Group the trajectories and `result.json` files of a trace folder into trials and read
+    them; returns the trial folders."""
     trials: dict[Path, dict[str, Any]] = {}
     for path in results:
         data = _read_json(path, _rel(path, d), out)
@@ -350,26 +353,31 @@ def _read_harbor(d: Path, trajectories: list[Path], results: list[Path], out: Tr
         found.setdefault(owner, []).append(path)
     for trial in sorted(found):
         _harbor_trial(trial, d, found[trial], trials.get(trial, {}), out)
+    return set(found) - {d}
 
 
 def load_traces(dirs: Iterable[Path]) -> TraceSet:
-    """Every task trial under `dirs`."""
+    """Every task trial under `dirs`. JSONL files inside a Harbor trial folder (an agent's
+    own session logs) are the trial's, not task records."""
     out = TraceSet()
     for d in dirs:
         if not d.is_dir():
             continue
-        trajectories, results = [], []
+        jsonl, trajectories, results = [], [], []
         for path in sorted(d.rglob("*")):
             inside = path.relative_to(d).parts
             if any(part.lower().startswith("holdout") for part in inside) or not path.is_file():
                 continue
             if path.suffix == ".jsonl":
-                _read_jsonl(path, _rel(path, d), out)
+                jsonl.append(path)
             elif path.name == "trajectory.json":
                 trajectories.append(path)
             elif path.name == "result.json":
                 results.append(path)
-        _read_harbor(d, trajectories, results, out)
+        trials = _read_harbor(d, trajectories, results, out)
+        for path in jsonl:
+            if not any(a in trials for a in path.parents):
+                _read_jsonl(path, _rel(path, d), out)
     return out
 
 
