@@ -2,7 +2,11 @@
 fake_llm.py) it plays the model of Claude Code, Codex or Aider well enough to make one knob
 experiment per call, through the tools each CLI offers.
 
-Each call of the agent is one *turn*: the latest user prompt and the tool calls after it.
+Each call of the agent is one *turn*: the latest overnight prompt (the user text that names
+the description file) and the tool calls made for it. The calls of a turn are told apart by
+their ids, which carry a hash of the turn's prompt: a continued session's conversation holds
+earlier turns, and Claude Code reorders it (the latest prompt ends the last user message,
+after the tool results of the calls made for it).
 The brain reads the surface through the CLI's own tools, changes `X = n` by `step`, writes
 the description file the prompt names (when `describe` is set) and says what it did:
 
@@ -18,6 +22,7 @@ Side requests a CLI makes besides the turn (a title, a summary) get a short text
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -27,6 +32,11 @@ from support.fake_llm import Reply, Seen, ToolCall
 
 DESCRIPTION_FILE = re.compile(r"\((/[^()\s]*description\.txt)\)")
 WORKDIR = re.compile(r"(?:Primary working directory|[Ww]orking directory|cwd)\W+(/\S+)")
+
+
+def _turn(prompt: str, prefix: str = "call") -> str:
+    """The id prefix of the tool calls made for one prompt."""
+    return f"{prefix}_{hashlib.sha1(prompt.encode()).hexdigest()[:10]}_"
 
 
 def _text(content: Any) -> str:
@@ -79,31 +89,28 @@ class KnobAgent:
     # -- Claude Code ---------------------------------------------------------------------
 
     def _anthropic(self, body: dict[str, Any]) -> Reply:
-        # Claude Code merges consecutive messages of one role, so a continued session's new
-        # prompt is a text block after the last tool results: the turn starts at the last
-        # user text that is an overnight prompt (it names the description file).
         blocks = [(m.get("role"), c) for m in body.get("messages", [])
                   for c in (m.get("content") if isinstance(m.get("content"), list)
                             else [{"type": "text", "text": m.get("content") or ""}])
                   if isinstance(c, dict)]  # fmt: skip
-        start = max((i for i, (role, c) in enumerate(blocks) if role == "user"
-                     and c.get("type") == "text" and "description.txt" in c.get("text", "")),
-                    default=0)  # fmt: skip
-        prompt = blocks[start][1].get("text", "") if blocks else ""
+        prompts = [c.get("text", "") for role, c in blocks if role == "user"
+                   and c.get("type") == "text" and "description.txt" in c.get("text", "")]
+        prompt = prompts[-1] if prompts else ""
+        turn = _turn(prompt, "toolu")
         results: dict[str, str] = {}
         calls: list[dict[str, Any]] = []
-        for _, c in blocks[start:]:
-            if c.get("type") == "tool_use":
+        for _, c in blocks:
+            if c.get("type") == "tool_use" and str(c.get("id", "")).startswith(turn):
                 calls.append(c)
             elif c.get("type") == "tool_result":
                 results[c.get("tool_use_id", "")] = _text(c.get("content"))
-        n = sum(1 for _, c in blocks if c.get("type") == "tool_use")
+        n = len(calls)
         system = _text(body.get("system"))
         cwd = WORKDIR.search(system + "\n" + prompt)
         target = f"{cwd.group(1) if cwd else '.'}/{self.path}"
         done = [c["name"] for c in calls]
         if "Read" not in done:
-            return Reply(tool_calls=[ToolCall("Read", {"file_path": target}, f"toolu_{n + 1}")])
+            return Reply(tool_calls=[ToolCall("Read", {"file_path": target}, f"{turn}{n + 1}")])
         read = next(c for c in calls if c["name"] == "Read")
         found = self._found(results.get(read["id"], ""))
         if found is None:
@@ -112,28 +119,29 @@ class KnobAgent:
         new = self._new(old)
         if "Edit" not in done:
             edit = {"file_path": target, "old_string": line, "new_string": changed}
-            return Reply(tool_calls=[ToolCall("Edit", edit, f"toolu_{n + 1}")])
+            return Reply(tool_calls=[ToolCall("Edit", edit, f"{turn}{n + 1}")])
         desc = DESCRIPTION_FILE.search(prompt)
         if self.describe and desc and "Write" not in done:
             write = {"file_path": desc.group(1), "content": self._description(old, new)}
-            return Reply(tool_calls=[ToolCall("Write", write, f"toolu_{n + 1}")])
+            return Reply(tool_calls=[ToolCall("Write", write, f"{turn}{n + 1}")])
         return Reply(f"Changed {self.knob} from {old} to {new} in {self.path}.")
 
     # -- Codex ---------------------------------------------------------------------------
 
     def _responses(self, body: dict[str, Any]) -> Reply:
         items = [i for i in body.get("input", []) if isinstance(i, dict)]
-        start = max((k for k, i in enumerate(items)
-                     if i.get("type") == "message" and i.get("role") == "user"
-                     and "description.txt" in _text(i.get("content"))), default=0)  # fmt: skip
-        prompt = _text(items[start].get("content")) if items else ""
-        turn = items[start:]
-        outputs = [str(i.get("output", "")) for i in turn
-                   if i.get("type") == "function_call_output"]  # fmt: skip
-        n = sum(1 for i in items if i.get("type") == "function_call")
+        prompts = [_text(i.get("content")) for i in items if i.get("type") == "message"
+                   and i.get("role") == "user" and "description.txt" in _text(i.get("content"))]
+        prompt = prompts[-1] if prompts else ""
+        turn = _turn(prompt)
+        ours = {i.get("call_id") for i in items
+                if i.get("type") == "function_call" and str(i.get("call_id", "")).startswith(turn)}
+        outputs = [str(i.get("output", "")) for i in items
+                   if i.get("type") == "function_call_output" and i.get("call_id") in ours]
+        n = len(ours)
         if not outputs:
             cat = {"cmd": f"cat {shlex.quote(self.path)}"}
-            return Reply(tool_calls=[ToolCall("exec_command", cat, f"call_{n + 1}")])
+            return Reply(tool_calls=[ToolCall("exec_command", cat, f"{turn}{n + 1}")])
         found = self._found(outputs[0])
         if found is None:
             return Reply(f"I found no `{self.knob} = …` line in {self.path}.")
@@ -147,7 +155,7 @@ class KnobAgent:
             if self.describe and desc:
                 cmd += (f" && printf '%s' {shlex.quote(self._description(old, new))} > "
                         f"{shlex.quote(desc.group(1))}")
-            return Reply(tool_calls=[ToolCall("exec_command", {"cmd": cmd}, f"call_{n + 1}")])
+            return Reply(tool_calls=[ToolCall("exec_command", {"cmd": cmd}, f"{turn}{n + 1}")])
         return Reply(f"Changed {self.knob} from {old} to {new} in {self.path}.")
 
     # -- Aider ---------------------------------------------------------------------------

@@ -8,11 +8,13 @@ For each of Claude Code, Codex and Aider found on PATH:
 2. a study on the autoresearch stand-in (tests/support/autoresearch_standin/, metric
    val_bpb) runs `overnight run` with the recipe as the doc writes it, against the model stub
    of tests/support/fake_llm.py, behind which bench/agent_brain.py makes one edit per call
-   (MATRIX_LR up by 0.005) through the tool's own tools;
+   (MATRIX_LR up by 0.004, towards the stand-in's optimum at 0.06) through the tool's own
+   tools;
 3. `overnight run` runs under `strace -f -e trace=connect`: every connection the tool
    opens other than to the stub (127.0.0.1) is listed;
-4. a recipe passes when every experiment is kept, each with a description that names its
-   change, and nothing but the stub was contacted.
+4. a recipe passes when every experiment was measured (keep or discard) and at least one
+   kept, each with a description that names its change, and nothing but the stub was
+   contacted.
 
 With `--sessions`, each tool also runs its session recipe (`resume_command`) and the tokens
 the stub received are compared with the plain recipe's: input tokens, the part a prefix
@@ -157,7 +159,7 @@ def tool_env(root: Path, tool: str, stub: FakeLLM) -> dict[str, str]:
 
 
 def run_one(tool: str, command: str, resume: str, n: int) -> dict[str, object]:
-    brain = KnobAgent(path="train.py", knob="MATRIX_LR", step=0.005)
+    brain = KnobAgent(path="train.py", knob="MATRIX_LR", step=0.004)
     with FakeLLM(respond=brain, count_tokens=True) as stub, \
             tempfile.TemporaryDirectory(prefix=f"real-{tool}-") as tmp:  # fmt: skip
         root = Path(tmp)
@@ -218,8 +220,10 @@ def main() -> None:
             continue
         ver, drift = version(tool), help_drift(tool)
         plain = run_one(tool, found[tool]["plain"], "", args.experiments)
-        ok = (plain["exit"] == 0 and plain["statuses"] == ["keep"] * args.experiments
-              and all(meaningful(d) for d in plain["descriptions"]) and not plain["hosts"])
+        statuses = plain["statuses"]
+        ok = (plain["exit"] == 0 and len(statuses) == args.experiments and "keep" in statuses
+              and set(statuses) <= {"keep", "discard"} and not plain["hosts"]
+              and all(meaningful(d) for d in plain["descriptions"]))  # fmt: skip
         failed |= not ok
         results[tool] = {"version": ver, "help_drift": drift, "plain": plain}
         rows.append([TOOLS[tool], ver, "PASS" if ok else "FAIL",
