@@ -111,9 +111,11 @@ def version(tool: str) -> str:
     return (out.stdout.strip() or out.stderr.strip()).splitlines()[-1]
 
 
-def study(root: Path, tool: str, command: str, resume: str, stub: FakeLLM) -> Path:
+def study(root: Path, tool: str, command: str, resume: str, instructions: Path | None) -> Path:
     repo = root / "repo"
     shutil.copytree(STANDIN, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    if instructions is not None:
+        shutil.copy(instructions, repo / "program.md")
     key = {"claude": "ANTHROPIC_API_KEY", "codex": "BENCH_STUB_KEY", "aider": "OPENAI_API_KEY"}
     if tool == "aider":
         meta = root / "model-metadata.json"
@@ -158,12 +160,13 @@ def tool_env(root: Path, tool: str, stub: FakeLLM) -> dict[str, str]:
     return env
 
 
-def run_one(tool: str, command: str, resume: str, n: int) -> dict[str, object]:
+def run_one(tool: str, command: str, resume: str, n: int,
+            instructions: Path | None = None) -> dict[str, object]:  # fmt: skip
     brain = KnobAgent(path="train.py", knob="MATRIX_LR", step=0.004)
     with FakeLLM(respond=brain, count_tokens=True) as stub, \
             tempfile.TemporaryDirectory(prefix=f"real-{tool}-") as tmp:  # fmt: skip
         root = Path(tmp)
-        repo = study(root, tool, command, resume, stub)
+        repo = study(root, tool, command, resume, instructions)
         env = tool_env(root, tool, stub)
         trace = root / "connect.trace"
         argv = [sys.executable, "-m", "overnight", "run", "-n", str(n), "--plain",
@@ -182,12 +185,16 @@ def run_one(tool: str, command: str, resume: str, n: int) -> dict[str, object]:
             shutil.rmtree(env["CODEX_HOME"], ignore_errors=True)
         seen = stub.requests
         usage = [s.usage for s in seen]
+        exp = repo / ".overnight" / "bench" / "experiments"
+        prompts = [len((exp / str(i) / "prompt.txt").read_text()) for i in range(1, n + 1)
+                   if (exp / str(i) / "prompt.txt").is_file()]  # fmt: skip
         return {
             "exit": done.returncode, "stderr": done.stderr[-2000:],
             "statuses": [r["status"] for r in log[1:]],
             "descriptions": [r["description"] for r in log[1:]],
             "reasons": [r["reason"] for r in log[1:] if r["reason"]],
             "hosts": hosts, "strace": trace.exists(), "requests": len(seen),
+            "prompt_chars": prompts,
             "input": sum(u.input_tokens for u in usage),
             "cached": sum(u.cached_tokens for u in usage),
             "output": sum(u.output_tokens for u in usage),
@@ -210,6 +217,8 @@ def main() -> None:
     ap.add_argument("-n", "--experiments", type=int, default=3)
     ap.add_argument("--sessions", action="store_true", help="also measure the session recipes")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--instructions", type=Path,
+                    help="use this file as the study's program.md (a longer prompt)")
     args = ap.parse_args()
     found = recipes()
     rows, session_rows, results = [], [], {}
@@ -219,7 +228,7 @@ def main() -> None:
             print(f"{TOOLS[tool]}: `{tool}` not on PATH, skipped")
             continue
         ver, drift = version(tool), help_drift(tool)
-        plain = run_one(tool, found[tool]["plain"], "", args.experiments)
+        plain = run_one(tool, found[tool]["plain"], "", args.experiments, args.instructions)
         statuses = plain["statuses"]
         ok = (plain["exit"] == 0 and len(statuses) == args.experiments and "keep" in statuses
               and set(statuses) <= {"keep", "discard"} and not plain["hosts"]
@@ -232,10 +241,14 @@ def main() -> None:
                      ", ".join(drift) or "none"])  # fmt: skip
         if args.sessions:
             session = run_one(tool, found[tool]["command"], found[tool]["resume_command"],
-                              args.experiments)  # fmt: skip
+                              args.experiments, args.instructions)  # fmt: skip
             results[tool]["session"] = session
             for label, r in (("fresh process per call", plain), ("one session", session)):
-                session_rows.append([TOOLS[tool], label, " ".join(r["statuses"]), r["requests"],
+                chars = r["prompt_chars"]
+                first_later = f"{chars[0]:,} / {sum(chars[1:]) // max(1, len(chars) - 1):,}" \
+                    if chars else "—"  # fmt: skip
+                session_rows.append([TOOLS[tool], label, " ".join(r["statuses"]), first_later,
+                                     r["requests"],
                                      f"{r['input']:,}", f"{r['cached']:,}", f"{r['output']:,}",
                                      f"${cost(r):.4f}"])  # fmt: skip
     print(f"## Agent recipes with the real CLIs ({args.experiments} experiments each)\n")
@@ -243,8 +256,9 @@ def main() -> None:
                  "connections besides the stub", "--help changed"], rows, "lllllll"))  # fmt: skip
     if session_rows:
         print(f"\n## One session vs a fresh process per call ({args.experiments} experiments)\n")
-        print(table(["tool", "mode", "statuses", "model requests", "input tokens",
-                     "of which cached", "output tokens", "cost"], session_rows, "lllrrrrr"))
+        print(table(["tool", "mode", "statuses", "overnight prompt, chars: first / later",
+                     "model requests", "input tokens", "of which cached", "output tokens",
+                     "cost"], session_rows, "lllrrrrrr"))  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     for tool, r in results.items():

@@ -377,3 +377,18 @@ def test_sessions_through_overnight_run(tmp_path: Path) -> None:
     assert [m["call"] for m in metas] == [1, 2, 3] and len({m["id"] for m in metas}) == 1
     transcript = (repo / ".overnight" / "t" / "experiments" / "3" / "response.txt").read_text()
     assert "--resume" in transcript and "turn 3 of this session" in transcript
+
+
+def test_the_follow_up_prompt_reports_experiments_decided_out_of_order(tmp_path: Path) -> None:
+    """Parallel slots decide experiments out of order: one decided late is still reported."""
+    from overnight.proposers.llm.prompts import agent_followup_prompt
+
+    repo = agent_repo(tmp_path / "repo", "true")
+    ctx = decided(decided(context_at_head(repo), 2, "discard", 9.5), 1, "keep", 9.0)
+    text = agent_followup_prompt(ctx, "/d/description.txt", {0, 2}, instructions=False,
+                                 digest=False)  # fmt: skip
+    assert "- #1 keep" in text and "#2 discard" not in text and "#0" not in text
+    assert "Make X small." not in text and "(/d/description.txt)" in text
+    changed = agent_followup_prompt(ctx, "/d/description.txt", {0, 1, 2}, instructions=True,
+                                    digest=False)  # fmt: skip
+    assert "Nothing yet" in changed and "# Instructions from the user (changed)" in changed

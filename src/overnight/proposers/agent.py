@@ -46,7 +46,9 @@ NOISE = (
     ".ruff_cache/*", ".mypy_cache/*", ".DS_Store", "*/.DS_Store",
 )  # fmt: skip
 TRANSCRIPT_BYTES = 256 * 1024  # per stream; the head and the tail are kept
-RECIPE_HINT = 'e.g. command = "claude -p --permission-mode acceptEdits"; see docs/proposers/agent.md'
+RECIPE_HINT = (
+    'e.g. command = "claude -p --permission-mode acceptEdits"; recipes: docs/proposers/agent.md'
+)
 TAIL_LINES, TAIL_CHARS = 12, 1500  # of a failed agent's output, kept as the reason
 
 

@@ -33,7 +33,7 @@ class AgentSession:
         self.id: str | None = None  # None: the next call starts a session
         self.dir: Path | None = None
         self.calls = 0  # calls made in the current session
-        self._since = -1  # the last experiment decided when the agent was last called
+        self._seen: set[int] = set()  # experiments the agent has been told about
         self._instructions = ""
         self._digest = ""
 
@@ -52,11 +52,11 @@ class AgentSession:
             text = agent_prompt(ctx, description_file, hidden)
         else:
             text = agent_followup_prompt(
-                ctx, description_file, self._since, hidden=hidden,
+                ctx, description_file, self._seen, hidden=hidden,
                 instructions=_digest(ctx.instructions) != self._instructions,
                 digest=_digest(ctx.trace_digest) != self._digest,
             )  # fmt: skip
-        self._since = max((r.experiment for r in ctx.history), default=-1)
+        self._seen = {r.experiment for r in ctx.history}
         self._instructions = _digest(ctx.instructions)
         self._digest = _digest(ctx.trace_digest)
         return text

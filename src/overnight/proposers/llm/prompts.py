@@ -295,25 +295,26 @@ def agent_prompt(ctx: Context, description_file: str, hidden: Collection[str] = 
 
 
 def agent_followup_prompt(
-    ctx: Context, description_file: str, since: int, *, instructions: bool, digest: bool,
-    hidden: Collection[str] = (),
+    ctx: Context, description_file: str, seen: Collection[int], *, instructions: bool,
+    digest: bool, hidden: Collection[str] = (),
 ) -> str:  # fmt: skip
-    """The prompt of a continued agent session, whose conversation already holds an earlier
-    prompt: what was decided after experiment `since`, the lessons and crash log that came
-    with it, the instructions and the trace digest only when they changed, and the task."""
+    """The prompt of a continued agent session, whose conversation already holds earlier
+    prompts: the experiments decided since (those not in `seen`, which parallel slots may
+    decide out of order), the lessons and crash log that came with them, the instructions
+    and the trace digest only when they changed, and the task."""
     sections = [_overview(ctx, set(hidden))]
     if instructions and ctx.instructions.strip():
         sections.append("# Instructions from the user (changed)\n" + ctx.instructions.strip())
     lines = [_history_line(r, b, ctx.metric, ctx.goal) for r, b in _rows(ctx)
-             if r.experiment > since]  # fmt: skip
+             if r.experiment not in seen]  # fmt: skip
     sections.append("# Decided since your last proposal\n"
                     + ("\n".join(lines) or "Nothing yet (the runs are still going)."))  # fmt: skip
-    recent = [r for r in ctx.history if r.experiment > since]
+    recent = [r for r in ctx.history if r.experiment not in seen]
     learned = lessons(dataclasses.replace(ctx, history=recent, lessons=[]))
     if learned:
         sections.append("# New lessons\n" + "\n".join(f"- {x}" for x in learned))
     crash = next((r for r in reversed(ctx.history) if r.status in ("crash", "timeout")), None)
-    if crash is not None and crash.experiment > since and ctx.last_crash_log.strip():
+    if crash is not None and crash.experiment not in seen and ctx.last_crash_log.strip():
         sections.append("# Log tail of the most recent crash or timeout\n```text\n"
                         + ctx.last_crash_log.strip() + "\n```")  # fmt: skip
     if digest and ctx.trace_digest.strip():
