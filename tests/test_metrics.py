@@ -101,3 +101,49 @@ def test_every_chunk_boundary_gives_the_same_result(
             found[k] == expected[k] or (math.isnan(found[k]) and math.isnan(expected[k]))
             for k in found
         ), size
+
+
+AUTORESEARCH_OUTPUT = (
+    "Vocab size: 8,192\n"
+    "Model config: {'sequence_len': 2048, 'n_layer': 8}\n"
+    "Parameter counts:\n"
+    "  wte                     : 4,194,304\n"
+    "  value_embeds            : 16,777,216\n"
+    "  scalars                 : 16\n"
+    "  total                   : 50,331,664\n"
+    "Estimated FLOPs per token: 3.019899e+08\n"
+    "Time budget: 300s\n"
+    "\rstep 00000 (0.0%) | loss: 9.010000 | lrm: 1.00 | dt: 812ms | tok/sec: 645,277 | mfu: 1.2% "
+    "| epoch: 0 | remaining: 300s    "
+    "\rstep 00001 (0.3%) | loss: 8.750000 | lrm: 1.00 | dt: 402ms | tok/sec: 1,304,226 | mfu: 2.4% "
+    "| epoch: 0 | remaining: 299s    \n"
+    "---\n"
+    "val_bpb:          0.997900\n"
+    "num_params_M:     50.3\n"
+    "depth:            8\n"
+)
+
+
+def test_a_listing_under_a_heading_is_not_metrics() -> None:
+    """autoresearch prints its parameter counts as `  {name:24s}: {count:,}` under
+    `Parameter counts:`; `scalars: 16` there names part of the model, not a result."""
+    found = parse_metric_lines(AUTORESEARCH_OUTPUT)
+    assert found == {"val_bpb": 0.9979, "num_params_M": 50.3, "depth": 8.0}
+    # `\r`-separated step lines hold `loss: …` among other text: not metric lines either.
+    assert "loss" not in found and "step" not in found
+
+
+def test_indented_lines_without_a_heading_are_metrics() -> None:
+    text = "results\n  acc: 0.5\nSummary:\n  hidden: 1\n\n  after_blank: 2\ndone\n  own: 3\n"
+    # A blank line does not end a listing; a line that is no heading does.
+    assert parse_metric_lines(text) == {"acc": 0.5, "own": 3.0}
+    crlf = "Parameter counts:\r\n  scalars: 16\r\nval: 1\r\n  extra: 2\r\n"
+    assert parse_metric_lines(crlf) == {"val": 1.0, "extra": 2.0}
+
+
+def test_a_listing_continues_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "run.log"
+    pad = "x" * 50 + "\n"
+    path.write_text(pad * 20 + "Parameter counts:\n" + "  part: 1\n" * 40 + "val: 2\n  own: 3\n")
+    monkeypatch.setattr(metrics, "_CHUNK", 64)  # headings and entries in different chunks
+    assert read_metrics(path) == {"val": 2.0, "own": 3.0}

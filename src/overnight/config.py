@@ -276,6 +276,7 @@ class ProposerConfig(_Section):
     base_url: str = ""
     api_key_env: str = ""
     command: str = ""
+    resume_command: str = ""  # agent: continues the session `command` started (opt-in)
     max_tokens: int = Field(default=8192, gt=0)
     temperature: float = Field(default=0.7, ge=0)
     timeout: Duration = 300.0

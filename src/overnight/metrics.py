@@ -2,6 +2,16 @@
 
 The last occurrence of a name wins. Every metric other than the study's primary one is a
 secondary metric; the caller decides which is which.
+
+A listing is not metrics: indented lines under a heading that ends with `:` belong to that
+heading, like autoresearch's parameter counts
+
+    Parameter counts:
+      wte                     : 33,554,432
+      scalars                 : 16
+
+where `scalars: 16` names a part of the model, not a result. An indented line with no such
+heading above it is a metric line as usual.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ _METRIC_LINE = re.compile(
     rb"|[Nn][Aa][Nn]|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?))"
     rb"[ \t]*+(?=[\r\n])",
 )
+_INDENT = b" \t"
 
 # Reading in chunks keeps memory bounded however much a run prints; the regex scans each
 # chunk at C speed instead of a Python loop per line.
@@ -31,10 +42,41 @@ _CHUNK = 1 << 20
 _MAX_LINE = 1 << 16
 
 
-def _scan(buf: bytes, into: dict[str, float]) -> None:
+class _Listing:
+    """Whether the text scanned so far ends inside a listing (indented lines under a
+    heading line that ends with `:`); carried from one buffer to the next."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def update(self, seg: bytes) -> None:
+        """Account for the lines of `seg` (which starts at a line break): the last line that
+        is not indented decides, and an all-indented `seg` changes nothing."""
+        end = len(seg)
+        while end > 0:
+            brk = max(seg.rfind(b"\n", 0, end), seg.rfind(b"\r", 0, end))
+            line = seg[brk + 1 : end]
+            if line and line[:1] not in _INDENT:
+                self.open = line.rstrip().endswith(b":")
+                return
+            if brk < 0:
+                return
+            end = brk
+
+
+def _scan(buf: bytes, into: dict[str, float], listing: _Listing) -> None:
+    done = 0
     for match in _METRIC_LINE.finditer(buf):
+        listing.update(buf[done : match.start()])
+        done = match.end()
+        indented = buf[match.start() + 1 : match.start() + 2] in (b" ", b"\t")
+        if indented and listing.open:
+            continue  # an entry of a listing such as "Parameter counts:"
+        if not indented:
+            listing.open = False  # a metric line is no heading
         name = match.group(1).decode("ascii")
         into[name] = float(match.group(2))
+    listing.update(buf[done:])
 
 
 def _last_break(buf: bytes) -> int:
@@ -50,6 +92,7 @@ def _parse_chunks(chunks: Iterable[bytes], into: dict[str, float]) -> None:
     # Every buffer handed to _scan starts with a line break and ends with one, which is
     # what the pattern anchors on; the carry keeps the break that precedes the partial line.
     carry = b"\n"
+    listing = _Listing()
     skipping = False  # inside an over-long line: ignore bytes up to the next line break
     for chunk in chunks:
         if skipping:
@@ -61,13 +104,14 @@ def _parse_chunks(chunks: Iterable[bytes], into: dict[str, float]) -> None:
         buf = carry + chunk
         cut = _last_break(buf)
         if cut > 0:
-            _scan(buf[: cut + 1], into)
+            _scan(buf[: cut + 1], into, listing)
         carry = buf[max(cut, 0) :]
         if len(carry) > _MAX_LINE:
             carry = b""
             skipping = True
+            listing.open = False
     if len(carry) > 1 and not skipping:
-        _scan(carry + b"\n", into)
+        _scan(carry + b"\n", into, listing)
 
 
 def parse_metric_lines(text: str) -> dict[str, float]:

@@ -1,13 +1,21 @@
-"""Traces: what a run's task agent did, per task, read from `$OVERNIGHT_TRACE_DIR`.
+"""Traces: what a run's task agent did, per task and per trial, read from `$OVERNIGHT_TRACE_DIR`.
 
 Two formats are accepted:
-- `*.jsonl`: one JSON object per task with `task` (id), `score` (0..1) or `passed` (bool), and
-  optionally `input`, `output`, `expected`, `error`, `steps` (list of objects), `cost_usd`.
-- Harbor's ATIF `trajectory.json`: the task id is `extra.task_id`/`task_id`, else the trial
-  folder's name; the outcome is `passed`/`score`/`reward` in the file or its `extra`, else a
-  `reward.txt` (or `verifier/reward.txt`) beside or above it.
+- `*.jsonl`: one JSON object per trial with `task` (id), `score` (0..1) or `passed` (bool),
+  and optionally `input`, `output`, `expected`, `error`, `steps` (list of objects), `cost_usd`.
+- Harbor's trial folders (`<trial>/agent/trajectory.json` in ATIF, `<trial>/verifier/
+  reward.txt` or `reward.json`, `<trial>/result.json`): the task is `result.json`'s
+  `task_name` (Harbor cuts the folder name to 32 characters), else the trajectory's
+  `extra.task_id`/`task_id`, else the folder's name without its `__<id>` suffix; the outcome is
+  `passed`/`score`/`reward` in the trajectory, else the verifier's rewards (`result.json`,
+  `reward.txt`, `reward.json`); `exception_info` (an agent timeout, say) is the error, and a
+  trial that raised without a reward failed.
 
-Malformed files are reported in `TraceSet.problems`, never fatal.
+A task run several times keeps every trial apart: its pass rate is the share of its trials
+that passed, and it counts as passed when at least half did.
+
+Malformed files are reported in `TraceSet.problems`, never fatal. Every file is opened by
+`_read` alone.
 
 Holdout traces never reach a prompt: only the metric runs' folders (`traces`, `traces-<n>`)
 are read, and inside them files and folders whose names start with `holdout` are skipped,
@@ -29,10 +37,28 @@ from typing import Any
 SEARCH_DIR = re.compile(r"^traces(-\d+)?$")
 # A trace file bigger than this is reported and skipped rather than read into memory.
 MAX_FILE_BYTES = 64 << 20
+TRIAL_SUFFIX = re.compile(r"__[A-Za-z0-9]+$")  # Harbor's `<task[:32]>__<7 random chars>`
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text[:limit]
 
 
 @dataclass
 class TaskTrace:
+    """One trial of a task."""
+
     task: str
     passed: bool | None = None
     score: float | None = None
@@ -43,6 +69,7 @@ class TaskTrace:
     steps: list[Any] = field(default_factory=list)
     cost_usd: float | None = None
     source: str = ""
+    trial: str = ""
 
     @property
     def ok(self) -> bool | None:
@@ -72,30 +99,119 @@ class TaskTrace:
 
 
 @dataclass
+class TaskResult:
+    """Every trial of one task, in the order they were read."""
+
+    task: str
+    trials: list[TaskTrace] = field(default_factory=list)
+
+    def counts(self) -> tuple[int, int]:
+        """(trials that passed, trials with a known outcome)."""
+        known = [t.ok for t in self.trials if t.ok is not None]
+        return sum(1 for ok in known if ok), len(known)
+
+    @property
+    def pass_rate(self) -> float | None:
+        passed, known = self.counts()
+        return passed / known if known else None
+
+    @property
+    def ok(self) -> bool | None:
+        """Passed when at least half of its trials with an outcome passed."""
+        rate = self.pass_rate
+        return None if rate is None else rate >= 0.5
+
+    @property
+    def flaky(self) -> bool:
+        rate = self.pass_rate
+        return rate is not None and 0 < rate < 1
+
+    def shown(self) -> TaskTrace:
+        """The trial worth reading: the first that failed, else the first."""
+        return next((t for t in self.trials if t.ok is False), self.trials[0])
+
+    @property
+    def score(self) -> float | None:
+        scores = [t.score for t in self.trials if t.score is not None]
+        return sum(scores) / len(scores) if scores else None
+
+    @property
+    def error(self) -> str | None:
+        return next((t.error for t in self.trials if t.error), None)
+
+    @property
+    def source(self) -> str:
+        return self.trials[0].source
+
+    def outcome(self) -> str:
+        if len(self.trials) == 1:
+            return self.trials[0].outcome()
+        passed, known = self.counts()
+        if not known:
+            return "unknown"
+        return f"{'pass' if self.ok else 'FAIL'} {passed}/{known}"
+
+    def failure_kind(self) -> str:
+        return self.shown().failure_kind()
+
+
+@dataclass
 class TraceSet:
-    tasks: dict[str, TaskTrace] = field(default_factory=dict)
+    tasks: dict[str, TaskResult] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    def add(self, trial: TaskTrace) -> None:
+        self.tasks.setdefault(trial.task, TaskResult(trial.task)).trials.append(trial)
 
     def passed(self) -> int:
         return sum(1 for t in self.tasks.values() if t.ok)
 
-    def failing(self) -> list[TaskTrace]:
+    def failing(self) -> list[TaskResult]:
         return [t for t in self.tasks.values() if t.ok is False]
 
+    def trial_counts(self) -> tuple[int, int]:
+        """(trials that passed, trials) over all tasks."""
+        passed = sum(t.counts()[0] for t in self.tasks.values())
+        return passed, sum(len(t.trials) for t in self.tasks.values())
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-    return text[:limit]
+    def repeated(self) -> bool:
+        return any(len(t.trials) > 1 for t in self.tasks.values())
+
+    def passed_text(self, words: str = " tasks passed") -> str:
+        """`2/3 tasks passed`, plus the trials when a task ran more than once."""
+        text = f"{self.passed()}/{len(self.tasks)}{words}"
+        if self.repeated():
+            passed, trials = self.trial_counts()
+            text += f" ({passed}/{trials} trials)"
+        return text
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+# --- reading -------------------------------------------------------------------------------
+
+
+def _read(path: Path, rel: str, out: TraceSet) -> str | None:
+    """The text of a trace file, or None (and a problem) when it cannot or must not be read.
+    Every trace file is opened here and nowhere else."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            out.problems.append(f"{rel}: larger than {MAX_FILE_BYTES >> 20} MiB, skipped")
+            return None
+        return path.read_text(errors="replace")
+    except OSError as exc:
+        out.problems.append(f"{rel}: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _read_json(path: Path, rel: str, out: TraceSet) -> Any:
+    """Parsed JSON, or None (and a problem) for an unreadable or malformed file."""
+    text = _read(path, rel, out)
+    if text is None:
         return None
     try:
-        out = float(value)
-    except (TypeError, ValueError):
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        out.problems.append(f"{rel}: {type(exc).__name__}: {exc}")
         return None
-    return out if math.isfinite(out) else None
 
 
 def _record(obj: dict[str, Any], source: str) -> TaskTrace:
@@ -113,94 +229,155 @@ def _record(obj: dict[str, Any], source: str) -> TaskTrace:
         input=obj.get("input"), output=obj.get("output"), expected=obj.get("expected"),
         error=None if obj.get("error") is None else str(obj.get("error")),
         steps=steps, cost_usd=_num(obj.get("cost_usd")), source=source,
+        trial=str(obj.get("trial", "")),
     )  # fmt: skip
 
 
 def _read_jsonl(path: Path, rel: str, out: TraceSet) -> None:
-    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    text = _read(path, rel, out)
+    for i, line in enumerate((text or "").splitlines(), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-            rec = _record(obj, f"{rel}:{i}")
+            out.add(_record(obj, f"{rel}:{i}"))
         except (ValueError, RecursionError) as exc:
             out.problems.append(f"{rel}:{i}: {exc}")
-            continue
-        out.tasks[rec.task] = rec
 
 
-def _reward_near(path: Path, root: Path) -> float | None:
-    # Only inside the trace folder: above it lie the experiment's other files.
-    for d in (path.parent, path.parent.parent):
-        if d != root and root not in d.parents:
-            continue
-        for name in ("reward.txt", "verifier/reward.txt"):
-            f = d / name
-            if f.is_file():
-                return _num(f.read_text().strip())
-    return None
+def _reward(trial: Path, root: Path, result: dict[str, Any], out: TraceSet) -> float | None:
+    """The verifier's reward of a trial: `result.json`'s rewards, else `reward.txt` (its first
+    line) or `reward.json` (its `reward`, or its only number) in `verifier/` or beside."""
+    rewards = (result.get("verifier_result") or {}).get("rewards") if result else None
+    found = _pick_reward(rewards) if isinstance(rewards, dict) else None
+    for d in (trial / "verifier", trial):
+        if found is not None or not (d == root or root in d.parents):
+            break
+        txt, js = d / "reward.txt", d / "reward.json"
+        if txt.is_file():
+            lines = (_read(txt, _rel(txt, root), out) or "").strip().splitlines()
+            found = _num(lines[0].strip()) if lines else None
+        elif js.is_file():
+            data = _read_json(js, _rel(js, root), out)
+            found = _pick_reward(data) if isinstance(data, dict) else None
+    return found
 
 
-def _read_atif(path: Path, rel: str, root: Path, out: TraceSet) -> None:
-    try:
-        data = json.loads(path.read_text(errors="replace"))
-        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
-            raise ValueError("not an ATIF trajectory (no `steps` list)")
-    except ValueError as exc:
-        out.problems.append(f"{rel}: {exc}")
+def _pick_reward(rewards: dict[str, Any]) -> float | None:
+    if "reward" in rewards:
+        return _num(rewards["reward"])
+    numbers = [_num(v) for v in rewards.values()]
+    return numbers[0] if len(numbers) == 1 else None
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root.parent).as_posix()
+
+
+def _trajectory(path: Path, root: Path, out: TraceSet) -> dict[str, Any] | None:
+    data = _read_json(path, _rel(path, root), out)
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+        out.problems.append(f"{_rel(path, root)}: not an ATIF trajectory (no `steps` list)")
+        return None
+    return data
+
+
+def _harbor_trial(
+    trial: Path, root: Path, trajectories: list[Path], result: dict[str, Any], out: TraceSet
+) -> None:
+    """One trial folder (or, with no folder, one trajectory right in the trace folder)."""
+    data = [d for d in (_trajectory(p, root, out) for p in trajectories) if d is not None]
+    if not data and not result:
         return
-    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-    task = extra.get("task_id") or data.get("task_id") or data.get("task")
+    extra: dict[str, Any] = {}
+    for d in data:
+        extra.update(d.get("extra") if isinstance(d.get("extra"), dict) else {})
+    top = data[0] if data else {}
+    task = result.get("task_name") or extra.get("task_id") or top.get("task_id") or top.get("task")
+    source = _rel(trajectories[0] if data else trial / "result.json", root)
     if not task:
-        trial = path.parent.parent if path.parent.name == "agent" else path.parent
-        if root not in trial.parents:  # right in the trace folder: no trial folder to name it
-            out.problems.append(f"{rel}: no task id (extra.task_id) and no trial folder")
+        if trial == root:  # right in the trace folder: no trial folder to name it
+            out.problems.append(f"{source}: no task id (extra.task_id) and no trial folder")
             return
-        task = trial.name.split("__")[0]
-    passed = next((s.get("passed") for s in (data, extra) if isinstance(s.get("passed"), bool)),
+        task = TRIAL_SUFFIX.sub("", trial.name) or trial.name
+    passed = next((s.get("passed") for s in (top, extra) if isinstance(s.get("passed"), bool)),
                   None)  # fmt: skip
-    score = next((_num(s.get(k)) for s in (data, extra) for k in ("score", "reward")
+    score = next((_num(s.get(k)) for s in (top, extra) for k in ("score", "reward")
                   if _num(s.get(k)) is not None), None)  # fmt: skip
     if passed is None and score is None:
-        score = _reward_near(path, root)
-    final = data.get("final_metrics") if isinstance(data.get("final_metrics"), dict) else {}
-    steps = data["steps"]
+        score = _reward(trial, root, result, out)
+    error = None if extra.get("error") is None else str(extra["error"])
+    exc = result.get("exception_info")
+    if isinstance(exc, dict) and exc.get("exception_type"):
+        error = f"{exc['exception_type']}: {exc.get('exception_message') or ''}".strip()
+        if passed is None and score is None:
+            passed = False  # it raised and nothing graded it
+    steps = [s for d in data for s in d["steps"]]
     first_user = next((s.get("message") for s in steps
                        if isinstance(s, dict) and s.get("source") == "user"), None)  # fmt: skip
     last_agent = next((s.get("message") for s in reversed(steps)
                        if isinstance(s, dict) and s.get("source") == "agent"), None)  # fmt: skip
-    out.tasks[str(task)] = TaskTrace(
+    costs = [_num((d.get("final_metrics") or {}).get("total_cost_usd")) for d in data
+             if isinstance(d.get("final_metrics"), dict)]  # fmt: skip
+    cost = sum(c for c in costs if c is not None) if any(c is not None for c in costs) else None
+    if cost is None and isinstance(result.get("agent_result"), dict):
+        cost = _num(result["agent_result"].get("cost_usd"))
+    out.add(TaskTrace(
         task=str(task), passed=passed, score=score, input=first_user, output=last_agent,
-        error=None if extra.get("error") is None else str(extra["error"]), steps=steps,
-        cost_usd=_num(final.get("total_cost_usd")), source=rel,
-    )  # fmt: skip
+        error=error, steps=steps, cost_usd=cost, source=source,
+        trial=result.get("trial_name") or (trial.name if trial != root else ""),
+    ))  # fmt: skip
+
+
+def _read_harbor(
+    d: Path, trajectories: list[Path], results: list[Path], out: TraceSet
+) -> set[Path]:
+    """Group the trajectories and `result.json` files of a trace folder into trials and read
+    them; returns the trial folders."""
+    trials: dict[Path, dict[str, Any]] = {}
+    for path in results:
+        data = _read_json(path, _rel(path, d), out)
+        if isinstance(data, dict) and isinstance(data.get("task_name"), str):
+            trials[path.parent] = data  # a job's own result.json has no task_name
+    found: dict[Path, list[Path]] = {t: [] for t in trials}
+    for path in trajectories:
+        owner = next((a for a in path.parents if a in trials), None)
+        if owner is None:
+            owner = path.parent.parent if path.parent.name == "agent" else path.parent
+            if owner != d and d not in owner.parents:
+                owner = d
+        found.setdefault(owner, []).append(path)
+    for trial in sorted(found):
+        _harbor_trial(trial, d, found[trial], trials.get(trial, {}), out)
+    return set(found) - {d}
 
 
 def load_traces(dirs: Iterable[Path]) -> TraceSet:
-    """Every task trace under `dirs` (later files win for a repeated task id)."""
+    """Every task trial under `dirs`. JSONL files inside a Harbor trial folder (an agent's
+    own session logs) are the trial's, not task records."""
     out = TraceSet()
     for d in dirs:
         if not d.is_dir():
             continue
+        jsonl, trajectories, results = [], [], []
         for path in sorted(d.rglob("*")):
-            rel = path.relative_to(d.parent).as_posix()
             inside = path.relative_to(d).parts
-            if any(part.lower().startswith("holdout") for part in inside):
+            if any(part.lower().startswith("holdout") for part in inside) or not path.is_file():
                 continue
-            is_jsonl = path.suffix == ".jsonl"
-            if not (is_jsonl or path.name == "trajectory.json") or not path.is_file():
-                continue
-            try:
-                if path.stat().st_size > MAX_FILE_BYTES:
-                    out.problems.append(f"{rel}: larger than {MAX_FILE_BYTES >> 20} MiB, skipped")
-                elif is_jsonl:
-                    _read_jsonl(path, rel, out)
-                else:
-                    _read_atif(path, rel, d, out)
-            except (OSError, RecursionError) as exc:  # unreadable, or absurdly nested JSON
-                out.problems.append(f"{rel}: {type(exc).__name__}: {exc}")
+            if path.suffix == ".jsonl":
+                jsonl.append(path)
+            elif path.name == "trajectory.json":
+                trajectories.append(path)
+            elif path.name == "result.json":
+                results.append(path)
+        trials = _read_harbor(d, trajectories, results, out)
+        for path in jsonl:
+            if not any(a in trials for a in path.parents):
+                _read_jsonl(path, _rel(path, d), out)
     return out
 
 
@@ -240,87 +417,3 @@ def diff_tasks(best: TraceSet, cand: TraceSet) -> TaskDiff:
         new=sorted(set(c) - set(b)),
         missing=sorted(set(b) - set(c)),
     )
-
-
-def _clip(text: str, limit: int) -> str:
-    """Head and tail of `text` with an explicit marker where the middle was cut."""
-    if len(text) <= limit:
-        return text
-    if limit < 40:  # no room for a marker and anything around it
-        return text[:limit]
-    marker = "\n… [{} chars cut] …\n"
-    keep = max(0, limit - len(marker) - 6)
-    head = keep * 2 // 3
-    tail = keep - head
-    return text[:head] + marker.format(len(text) - head - tail) + (text[-tail:] if tail else "")
-
-
-def render(trace: TaskTrace, limit: int) -> str:
-    parts = [f"### task {trace.task}: {trace.outcome()}"]
-    for key in ("input", "expected", "output", "error"):
-        value = getattr(trace, key)
-        if value is not None:
-            text = (
-                value
-                if isinstance(value, str)
-                else json.dumps(value, default=str, ensure_ascii=False)
-            )
-            parts.append(f"{key}: {text}")
-    if trace.steps:
-        steps = "\n".join(json.dumps(s, default=str, ensure_ascii=False) for s in trace.steps)
-        parts.append(f"steps ({len(trace.steps)}):\n{steps}")
-    return _clip("\n".join(parts), limit)
-
-
-def _diverse(traces: list[TaskTrace]) -> list[TaskTrace]:
-    """Round-robin over failure kinds so the first traces cover different failures."""
-    groups: dict[str, list[TaskTrace]] = {}
-    for t in sorted(traces, key=lambda t: t.task):
-        groups.setdefault(t.failure_kind(), []).append(t)
-    out: list[TaskTrace] = []
-    while any(groups.values()):
-        for kind in list(groups):
-            if groups[kind]:
-                out.append(groups[kind].pop(0))
-    return out
-
-
-def build_digest(
-    best: TraceSet,
-    best_experiment: int,
-    budget_chars: int,
-    last: TraceSet | None = None,
-    last_experiment: int | None = None,
-) -> str:
-    """The trace digest for the proposer, at most `budget_chars` long: a summary line, the
-    tasks the last experiment broke, then the best's failing tasks across failure kinds."""
-    if not best.tasks and not (last and last.tasks):
-        return ""
-    broken: list[TaskTrace] = []
-    if last is not None and last_experiment is not None and last_experiment != best_experiment:
-        broken = [last.tasks[t] for t in diff_tasks(best, last).regressed]
-    failing = _diverse(best.failing())
-    per_trace = max(400, budget_chars // 4)
-    sections: list[str] = []
-    used = 0
-    shown = 0
-    candidates = [("broke", t) for t in broken] + [("fail", t) for t in failing]
-    for i, (why, trace) in enumerate(candidates):
-        room = budget_chars - used - 400  # leave room for the summary line
-        if room < 200:
-            break
-        header = f"(broken by experiment {last_experiment}) " if why == "broke" else ""
-        text = header + render(trace, min(per_trace, room))
-        sections.append(text)
-        used += len(text) + 2
-        shown = i + 1
-    left_out = len(candidates) - shown
-    summary = (
-        f"Traces of the best (experiment {best_experiment}): {best.passed()}/{len(best.tasks)} "
-        f"tasks passed, {len(failing)} failing"
-        + (f"; experiment {last_experiment} broke {len(broken)} task(s)" if broken else "")
-        + f"; showing {shown} trace(s), {left_out} left out to fit {budget_chars} chars."
-    )
-    if best.problems:
-        summary += f" ({len(best.problems)} malformed trace record(s) skipped.)"
-    return _clip("\n\n".join([summary, *sections]), budget_chars)

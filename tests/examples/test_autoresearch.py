@@ -1,5 +1,7 @@
-"""docs/autoresearch.md, checked: overnight on a stand-in with karpathy/autoresearch's layout
-and output block, configured with the doc's own overnight.toml, maps onto autoresearch's
+"""docs/autoresearch.md, checked: overnight on a stand-in with the shapes of karpathy/
+autoresearch's files (the hyperparameter block after the model code, expressions, a tuple,
+a constant that is no hyperparameter, the parameter-count listing, `\r` progress lines and
+the summary block), configured with the doc's own overnight.toml, maps onto autoresearch's
 results.tsv conventions as the doc's table and converter say."""
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def train_src(**knobs: float) -> str:
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """An 'unchanged autoresearch checkout': the stand-in committed as it is, plus the doc's
-    overnight.toml left untracked and ignored through .git/info/exclude, as the doc says
-    (with `python train.py`: the test machine may lack uv)."""
+    overnight.toml left untracked and ignored through .git/info/exclude, as the doc says,
+    run with `uv run train.py` where uv is installed and `python train.py` where not."""
     repo = tmp_path / "autoresearch"
     shutil.copytree(STANDIN, repo, ignore=shutil.ignore_patterns("__pycache__"))
     git(repo, "init", "-q", "-b", "master")
@@ -53,7 +55,9 @@ def checkout(tmp_path: Path) -> Path:
     git(repo, "commit", "-qm", "autoresearch")
     toml = doc_block("toml", "# overnight.toml for karpathy/autoresearch")
     assert 'command = "uv run train.py"' in toml and 'budget = "10m"' in toml
-    (repo / "overnight.toml").write_text(toml.replace("uv run train.py", "python train.py"))
+    if shutil.which("uv") is None:
+        toml = toml.replace("uv run train.py", "python train.py")
+    (repo / "overnight.toml").write_text(toml)
     assert "echo overnight.toml >>\n.git/info/exclude" in DOC.read_text()
     with (repo / ".git" / "info" / "exclude").open("a") as fh:
         fh.write("overnight.toml\n")
@@ -88,12 +92,18 @@ def test_results_and_branch_map_to_autoresearch_conventions(checkout: Path, tmp_
     assert len(log) == 8 and set(statuses[6:]) <= {"keep", "discard"}
     assert "prepare.py" in log[4]["reason"]
 
-    # log --json: val_bpb is `value`, every other line of the block a secondary metric.
+    # log --json: val_bpb is `value`, every other line of the summary block a secondary
+    # metric; the parameter-count listing (`  scalars                 : 16`) and the `\r`
+    # progress line (`| loss: 9.200000 |`) are not metrics.
     base = log[0]
     assert base["value"] == pytest.approx(0.959225, abs=1e-6)
-    for key in ("peak_vram_mb", "training_seconds", "mfu_percent", "num_steps", "depth"):
-        assert key in base["metrics"], key
+    assert set(base["metrics"]) == {
+        "val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+        "total_tokens_M", "num_steps", "num_params_M", "depth",
+    }  # fmt: skip
     assert base["metrics"]["peak_vram_mb"] == pytest.approx(45060.2)
+    run_log = (repo / ".overnight" / "mar5" / "experiments" / "0" / "run.stdout").read_bytes()
+    assert b"  scalars                 : 16\n" in run_log and b"\rstep 00050" in run_log
     assert log[1]["value"] < base["value"] and log[3]["value"] is None
     for key in ("experiment", "status", "value", "metrics", "commit", "parent", "description",
                 "reason", "wall_s", "proposer"):  # fmt: skip
@@ -109,7 +119,10 @@ def test_results_and_branch_map_to_autoresearch_conventions(checkout: Path, tmp_
     assert [r["commit"] for r in rows] == [(r["commit"] or "")[:7] for r in log]
     assert all(len(r["commit"]) == 7 for r in rows[:5])
     assert rows[3]["val_bpb"] == "" and rows[5]["val_bpb"] == ""
-    assert float(rows[1]["val_bpb"]) == pytest.approx(log[1]["value"], rel=1e-5)
+    # Values as autoresearch writes them: six decimals.
+    assert rows[0]["val_bpb"] == "0.959225"
+    assert all(re.fullmatch(r"\d+\.\d{6}", r["val_bpb"]) for r in rows if r["val_bpb"])
+    assert rows[1]["val_bpb"] == f"{log[1]['value']:.6f}"
     assert rows[2]["description"] == "shorter warmdown" and rows[0]["proposer"] == "baseline"
     assert {r["proposer"] for r in rows[6:]} == {"tune"}
 
@@ -129,15 +142,40 @@ def test_results_and_branch_map_to_autoresearch_conventions(checkout: Path, tmp_
     # The doc's converter writes autoresearch's own five-column results.tsv.
     converter = tmp_path / "to_autoresearch_tsv.py"
     converter.write_text(doc_block("python", "# to_autoresearch_tsv.py"))
+    # Plus a rejected experiment that was measured (a holdout that regressed, say).
+    gated = {**log[2], "commit": "f" * 40, "status": "rejected", "value": 0.97,
+             "description": "measured, then refused by the holdout"}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, str(converter)], input=json.dumps(log), text=True,
+        [sys.executable, str(converter)], input=json.dumps([*log, gated]), text=True,
         capture_output=True, check=True,
     )  # fmt: skip
     lines = [line.split("\t") for line in done.stdout.splitlines()]
     assert lines[0] == AUTORESEARCH_HEADER
-    body = lines[1:]
-    assert len(body) == 7  # the invalid experiment never ran: left out
-    assert body[0] == [log[0]["commit"][:7], "0.959225", "44.0", "keep", "baseline"]
-    assert body[2][3] == "discard" and body[4][3] == "discard"  # discard; rejected
-    assert body[3] == [log[3]["commit"][:7], "0.000000", "0.0", "crash", "double model width (OOM)"]
-    assert all(re.fullmatch(r"\d\.\d{6}", row[1]) for row in body)
+    body = {row[0]: row for row in lines[1:]}
+    # Left out: the invalid experiment and the rejected one that never got a value (its run
+    # edited prepare.py); nothing gets a made-up 0.000000 but the crash.
+    assert log[4]["status"] == "rejected" and log[4]["value"] is None
+    assert log[4]["commit"][:7] not in body and log[5]["commit"] is None
+    assert len(lines) == 1 + 7, lines
+    assert body[log[0]["commit"][:7]] == [log[0]["commit"][:7], "0.959225", "44.0", "keep",
+                                          "baseline"]  # fmt: skip
+    assert body[log[2]["commit"][:7]][3] == "discard"
+    assert body["fffffff"][1:4] == ["0.970000", "44.0", "discard"]
+    assert body[log[3]["commit"][:7]] == [log[3]["commit"][:7], "0.000000", "0.0", "crash",
+                                          "double model width (OOM)"]  # fmt: skip
+    assert all(re.fullmatch(r"\d\.\d{6}", row[1]) for row in lines[1:])
+
+
+def test_tune_finds_the_knobs_the_doc_lists() -> None:
+    """The doc names the knobs `tune` searches in train.py and the ones it leaves alone; the
+    stand-in has the real file's assignments, so the lists are checked against it."""
+    from overnight.proposers.tune.knobs import find_knobs
+
+    text = " ".join(DOC.read_text().split())
+    found = [k.name for k in find_knobs("train.py", (STANDIN / "train.py").read_text())]
+    assert found[-1] == "H100_BF16_PEAK_FLOPS"
+    block = text[text.index("hyperparameter block"):text.index("Left alone")]
+    assert re.findall(r"`([A-Z0-9_]+)`", block) == found[:-1]
+    for left_alone in ("TOTAL_BATCH_SIZE = 2**19", "ADAM_BETAS = (0.8, 0.95)",
+                       'WINDOW_PATTERN = "SSSL"'):  # fmt: skip
+        assert f"`{left_alone}`" in text and left_alone in (STANDIN / "train.py").read_text()

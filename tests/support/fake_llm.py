@@ -1,14 +1,21 @@
 """A fake model provider for tests: a real HTTP server on 127.0.0.1 (http.server in a thread)
-that speaks the OpenAI Chat Completions and Anthropic Messages wire formats, so the official
-SDKs can be driven against it end to end.
+that speaks the OpenAI Chat Completions, OpenAI Responses and Anthropic Messages wire formats
+(JSON or streamed as server-sent events, text and tool calls; see `llm_wire`), so the official
+SDKs and coding-agent CLIs can be driven against it end to end.
 
 Replies are scripted, one per request, in order (the last one repeats once the script is
-used up), and can inject faults: an HTTP error status with Retry-After, a slow answer (past
-the client's timeout), a dropped connection, or a reply cut off at the token limit. Every
-request is recorded with its headers, body and arrival time.
+used up), or computed per request by a `respond(seen)` callable (a scripted agent that reads
+the conversation and answers with tool calls). Replies can inject faults: an HTTP error
+status with Retry-After, a slow answer (past the client's timeout), a dropped connection, or
+a reply cut off at the token limit. Every request is recorded with its headers, body and
+arrival time.
 
 A reply text may contain `{KEY}`, replaced by the API key the request carried: a model
 that echoes the key, for redaction tests.
+
+With `count_tokens=True` the usage each answer reports is measured from the request instead
+of scripted: input tokens ~ characters / 4 of the body, and the part of it that repeats the
+start of an earlier request counts as cached, the way a provider's prefix cache bills it.
 """
 
 from __future__ import annotations
@@ -16,9 +23,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .llm_wire import Answer, ToolCall, Usage, api_of, encode, error_body
+
+__all__ = ["FakeLLM", "Reply", "Seen", "ToolCall"]
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Reply:
     reset: bool = False  # drop the connection without answering
     input_tokens: int = 1000
     output_tokens: int = 200
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -40,6 +53,11 @@ class Seen:
     body: dict[str, Any]
     at: float
     reply: Reply = field(default_factory=Reply)
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def api(self) -> str | None:
+        return api_of(self.path)
 
     @property
     def key(self) -> str:
@@ -48,63 +66,47 @@ class Seen:
 
     @property
     def prompt(self) -> str:
-        """System and user text of the request, as one string."""
-        parts = [self.body.get("system") or ""] if isinstance(self.body.get("system"), str) else []
-        for message in self.body.get("messages", []):
-            content = message.get("content")
+        """System and user text of the request, as one string (every wire format)."""
+        body = self.body
+        parts = [body[k] for k in ("system", "instructions") if isinstance(body.get(k), str)]
+        if isinstance(body.get("system"), list):
+            parts += [b.get("text", "") for b in body["system"] if isinstance(b, dict)]
+        items = body.get("messages") or body.get("input") or []
+        for message in items if isinstance(items, list) else [{"content": items}]:
+            content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
                 parts += [c.get("text", "") for c in content if isinstance(c, dict)]
-        return "\n".join(parts)
+        return "\n".join(p for p in parts if p)
 
 
-def _openai_body(reply: Reply, model: str, text: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "length" if reply.truncated else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": reply.input_tokens,
-            "completion_tokens": reply.output_tokens,
-            "total_tokens": reply.input_tokens + reply.output_tokens,
-        },
-    }
-
-
-def _anthropic_body(reply: Reply, model: str, text: str) -> dict[str, Any]:
-    return {
-        "id": "msg_fake",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if reply.truncated else "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
-    }
-
-
-def _error_body(path: str, status: int) -> dict[str, Any]:
-    kind = "rate_limit_error" if status == 429 else "api_error"
-    message = f"fake provider says {status}"
-    if path.endswith("/messages"):
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    return {"error": {"message": message, "type": kind, "code": None}}
+def _measured(body: dict[str, Any], earlier: list[str], output: str) -> Usage:
+    """Usage of one request, measured: ~4 characters a token; the longest prefix shared with
+    an earlier request is what a prefix cache would have served."""
+    # In the order providers cache a prompt: tools, system, then the conversation.
+    text = json.dumps([body.get(k) for k in ("tools", "system", "instructions", "messages",
+                                             "input")])  # fmt: skip
+    shared = 0
+    for other in earlier:
+        n = min(len(text), len(other))
+        i = next((j for j in range(n) if text[j] != other[j]), n)
+        shared = max(shared, i)
+    earlier.append(text)
+    return Usage(input_tokens=max(1, len(text) // 4), cached_tokens=shared // 4,
+                 output_tokens=max(1, len(output) // 4))
 
 
 class FakeLLM:
-    def __init__(self, replies: list[Reply | str] | None = None) -> None:
+    def __init__(
+        self, replies: list[Reply | str] | None = None,
+        respond: Callable[[Seen], Reply | str] | None = None, count_tokens: bool = False,
+    ) -> None:  # fmt: skip
         self.replies = [Reply(r) if isinstance(r, str) else r for r in (replies or [])]
+        self.respond = respond
+        self.count_tokens = count_tokens
         self.requests: list[Seen] = []
+        self._bodies: list[str] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -128,6 +130,11 @@ class FakeLLM:
         self._server.server_close()
 
     def _next(self, seen: Seen) -> Reply:
+        if self.respond is not None:
+            with self._lock:
+                self.requests.append(seen)
+            reply = self.respond(seen)
+            return Reply(reply) if isinstance(reply, str) else reply
         with self._lock:
             index = len(self.requests)
             self.requests.append(seen)
@@ -135,10 +142,19 @@ class FakeLLM:
                 return Reply("no edit")
             return self.replies[min(index, len(self.replies) - 1)]
 
+    def _usage(self, seen: Seen, reply: Reply, text: str) -> Usage:
+        if not self.count_tokens:
+            return Usage(reply.input_tokens, reply.output_tokens)
+        calls = json.dumps([c.arguments for c in reply.tool_calls])
+        with self._lock:
+            return _measured(seen.body, self._bodies, text + calls)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs expect
+
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
 
@@ -161,24 +177,26 @@ class FakeLLM:
                     pass  # the client gave up (timeout) before we answered
 
             def _answer(self, reply: Reply, seen: Seen) -> None:
+                api = seen.api
                 if reply.status != 200:
-                    body = _error_body(self.path, reply.status)
+                    body = json.dumps(error_body(api, reply.status)).encode()
                     extra = {"retry-after": reply.retry_after} if reply.retry_after else {}
-                    self._send(reply.status, body, extra)
+                    self._send(reply.status, body, "application/json", extra)
                     return
-                model = str(seen.body.get("model", "fake"))
+                if api is None:
+                    data = json.dumps({"error": {"message": f"no route {self.path}"}}).encode()
+                    self._send(404, data, "application/json")
+                    return
                 text = reply.text.replace("{KEY}", seen.key)
-                if self.path.endswith("/messages"):
-                    self._send(200, _anthropic_body(reply, model, text))
-                elif self.path.endswith("/chat/completions"):
-                    self._send(200, _openai_body(reply, model, text))
-                else:
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                seen.usage = fake._usage(seen, reply, text)
+                answer = Answer(text, reply.tool_calls, reply.truncated, seen.usage)
+                model = str(seen.body.get("model", "fake"))
+                data, kind = encode(api, answer, model, bool(seen.body.get("stream")))
+                self._send(200, data, kind)
 
-            def _send(self, status: int, body: dict[str, Any], extra: dict | None = None) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, data: bytes, kind: str, extra: dict | None = None) -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(data)))
                 for k, v in (extra or {}).items():
                     self.send_header(k, v)

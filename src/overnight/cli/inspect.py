@@ -140,15 +140,18 @@ def _show_tasks(study: Any, n: int, as_json: bool) -> None:
         emit_json({
             "experiment": n, "best": best_n,
             "tasks": [{"task": t.task, "passed": t.ok, "score": t.score, "error": t.error,
-                       "source": t.source} for t in cand.tasks.values()],
+                       "source": t.source, "pass_rate": t.pass_rate,
+                       "trials": [{"trial": r.trial, "passed": r.ok, "score": r.score,
+                                   "error": r.error, "source": r.source} for r in t.trials]}
+                      for t in cand.tasks.values()],
             **asdict(diff), "problems": cand.problems,
         })  # fmt: skip
         return
     if not cand.tasks:
         typer.echo(f"experiment {n} wrote no task traces (see $OVERNIGHT_TRACE_DIR in the docs)")
     marks = {t: "fixed" for t in diff.fixed} | {t: "REGRESSED" for t in diff.regressed}
-    typer.echo(f"experiment {n}: {cand.passed()}/{len(cand.tasks)} tasks passed "
-               f"(best, experiment {best_n}: {best.passed()}/{len(best.tasks)})")  # fmt: skip
+    typer.echo(f"experiment {n}: {cand.passed_text()} (best, experiment {best_n}: "
+               f"{best.passed_text('')})")  # fmt: skip
     for t in sorted(cand.tasks.values(), key=lambda t: (t.ok is not False, t.task)):
         extra = f"  [{marks[t.task]}]" if t.task in marks and n != best_n else ""
         error = f"  {t.error.strip().splitlines()[0][:100]}" if t.error else ""

@@ -99,6 +99,7 @@ prefer_simpler = false
 #base_url = ""
 #api_key_env = ""
 #command = ""
+#resume_command = ""
 #max_tokens = 8192
 #temperature = 0.7
 #timeout = "5m"

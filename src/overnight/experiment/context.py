@@ -10,7 +10,8 @@ from overnight.isolation.runner import tail_text
 from overnight.proposers.base import Context, Remaining
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study
-from overnight.traces import build_digest, experiment_traces
+from overnight.trace_digest import build_digest
+from overnight.traces import experiment_traces
 
 
 def last_crash_log(study: Study, history: list[ExperimentRecord], max_bytes: int = 3000) -> str:

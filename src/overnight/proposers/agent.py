@@ -6,7 +6,12 @@ a private temporary file, run `[proposer].command` there with the prompt on stdi
 $OVERNIGHT_PROMPT_FILE under `[proposer].timeout` (the whole process tree is killed), then
 read what changed. Surface changes become the proposal; a change to any other file lists it
 in `outside_surface`, so the loop records the proposal as `rejected` and never runs it. A
-timeout or a non-zero exit makes the proposal `invalid`: a half-done edit is never used.
+timeout or a non-zero exit makes the proposal `invalid` with the tail of what the agent
+printed as the reason: a half-done edit is never used.
+
+The description is the agent's own (`$OVERNIGHT_DESCRIPTION_FILE`), else one derived from
+the edit (`describe.py`), never a line of the agent's chatter. With `[proposer]
+resume_command`, one agent session is continued across calls (`agent_session.py`).
 
 The agent's environment is the user's, minus the proposer's API key variable unless the
 user named it in `[proposer].api_key_env` (then it is the agent's own key, and passed). The
@@ -29,7 +34,9 @@ from overnight.errors import OvernightError, UsageError
 from overnight.git.workspace import git
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.isolation.runner import RunOutcome, run_command
+from overnight.proposers.agent_session import AgentSession
 from overnight.proposers.base import BaseProposer, Context
+from overnight.proposers.describe import describe_change
 from overnight.proposers.llm.prompts import agent_prompt, one_line, parse_fields
 from overnight.store.records import Proposal
 
@@ -39,7 +46,10 @@ NOISE = (
     ".ruff_cache/*", ".mypy_cache/*", ".DS_Store", "*/.DS_Store",
 )  # fmt: skip
 TRANSCRIPT_BYTES = 256 * 1024  # per stream; the head and the tail are kept
-RECIPE_HINT = 'e.g. command = "claude -p --permission-mode acceptEdits"'
+RECIPE_HINT = (
+    'e.g. command = "claude -p --permission-mode acceptEdits"; recipes: docs/proposers/agent.md'
+)
+TAIL_LINES, TAIL_CHARS = 12, 1500  # of a failed agent's output, kept as the reason
 
 
 def _read_capped(path: Path, limit: int = TRANSCRIPT_BYTES) -> str:
@@ -58,8 +68,12 @@ def _read_capped(path: Path, limit: int = TRANSCRIPT_BYTES) -> str:
             + tail.decode("utf-8", "replace"))  # fmt: skip
 
 
-def _last_line(text: str) -> str:
-    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+def _tail(stdout: str, stderr: str) -> str:
+    """The end of what a failed agent printed, on one line (` | ` between lines): its error
+    output when it wrote any, else its standard output."""
+    lines = [ln.strip() for ln in (stderr.strip() or stdout).splitlines() if ln.strip()]
+    text = " | ".join(lines[-TAIL_LINES:])
+    return text if len(text) <= TAIL_CHARS else "…" + text[-(TAIL_CHARS - 1) :]
 
 
 class AgentProposer(BaseProposer):
@@ -83,10 +97,13 @@ class AgentProposer(BaseProposer):
         self.pass_key = bool(p.api_key_env)
         self.redactor = Redactor.from_env(self.key_env)
         self.hidden = {config.holdout.name} if config.holdout.name else set()
+        resume = p.resume_command.strip()
+        self.session = AgentSession(p.resume_command) if resume else None
         self._stop = threading.Event()
 
     def describe(self) -> str:
-        return f"agent ({self.command})"
+        sessions = ", one session continued across experiments" if self.session else ""
+        return f"agent ({self.command}{sessions})"
 
     def close(self) -> None:
         self._stop.set()  # kills a running agent's tree (run_command watches it)
@@ -110,12 +127,17 @@ class AgentProposer(BaseProposer):
         with tempfile.TemporaryDirectory(prefix="overnight-agent-") as tmp:
             tmpdir = Path(tmp)
             prompt_file, description_file = tmpdir / "prompt.md", tmpdir / "description.txt"
-            prompt = self.redactor.text(agent_prompt(ctx, str(description_file), self.hidden))
+            command = self.session.command(self.command) if self.session else self.command
+            if self.session is not None:
+                text = self.session.prompt(ctx, str(description_file), self.hidden)
+            else:
+                text = agent_prompt(ctx, str(description_file), self.hidden)
+            prompt = self.redactor.text(text)
             prompt_file.write_text(prompt)
             env = self._env(ctx, prompt_file, description_file)
             marker = self._marker(root, ctx.study)
             # `exec <` gives every part of the command (pipes, `;`) the prompt on stdin.
-            script = f'exec < "$OVERNIGHT_PROMPT_FILE"\n{self.command}\n'
+            script = f'exec < "$OVERNIGHT_PROMPT_FILE"\n{command}\n'
             outcome = run_command(
                 script, cwd=worktree, env=env, budget_s=self.timeout, marker=marker,
                 stdout_path=tmpdir / "stdout", stderr_path=tmpdir / "stderr", stop=self._stop,
@@ -124,8 +146,13 @@ class AgentProposer(BaseProposer):
             written = ""
             if description_file.is_file():
                 written = description_file.read_text(errors="replace")
+        session = None
+        if self.session is not None:
+            ok = not (outcome.timed_out or outcome.interrupted or outcome.exit_code)
+            session = self.session.finished(ok)
         try:
-            return self._proposal(ctx, tree, outcome, prompt, stdout, stderr, written)
+            return self._proposal(ctx, tree, outcome, command, prompt, stdout, stderr, written,
+                                  session)  # fmt: skip
         finally:
             # Leave nothing the agent wrote lying around under .overnight/. An agent that
             # broke its worktree beyond that gets a new one on the next call.
@@ -133,12 +160,12 @@ class AgentProposer(BaseProposer):
                 tree.reset(ctx.best_commit, create=False)
 
     def _proposal(
-        self, ctx: Context, tree: AgentWorktree, outcome: RunOutcome, prompt: str,
-        stdout: str, stderr: str, written: str,
+        self, ctx: Context, tree: AgentWorktree, outcome: RunOutcome, command: str, prompt: str,
+        stdout: str, stderr: str, written: str, session: dict[str, Any] | None,
     ) -> Proposal:  # fmt: skip
         status = "timed out" if outcome.timed_out else f"exit {outcome.exit_code}"
         transcript = (
-            f"$ {self.command}\n[{status}, {outcome.wall_s:.1f}s]\n"
+            f"$ {command}\n[{status}, {outcome.wall_s:.1f}s]\n"
             f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         )
         # Fields come from the description file only: agents echo the prompt, which holds
@@ -147,9 +174,11 @@ class AgentProposer(BaseProposer):
         first = next((ln.strip() for ln in written.splitlines() if ln.strip()), "")
         if parse_fields(first):
             first = ""  # the file holds only fields; DESCRIPTION (if any) names the change
-        description = one_line(fields.get("DESCRIPTION") or first or _last_line(stdout), 120)
-        meta: dict[str, Any] = {"command": self.command, "exit_code": outcome.exit_code,
+        description = one_line(fields.get("DESCRIPTION") or first, 120)
+        meta: dict[str, Any] = {"command": command, "exit_code": outcome.exit_code,
                                 "agent_wall_s": round(outcome.wall_s, 3)}  # fmt: skip
+        if session is not None:
+            meta["session"] = session
         if fields.get("LESSON"):
             meta["lesson"] = one_line(fields["LESSON"], 300)
             previous = [r.experiment for r in ctx.history if r.experiment > 0]
@@ -167,10 +196,10 @@ class AgentProposer(BaseProposer):
                 "process tree was killed and its edits discarded"
             )
         elif outcome.exit_code != 0:
-            last = _last_line(stderr) or _last_line(stdout)
+            tail = _tail(stdout, stderr)
             proposal.invalid_reason = (
                 f"the agent exited with code {outcome.exit_code}; its edits were discarded"
-                + (f": {one_line(last, 200)}" if last else "")
+                + (f"; its output ended: {tail}" if tail else "")
             )
         if proposal.invalid_reason:
             return proposal
@@ -184,9 +213,12 @@ class AgentProposer(BaseProposer):
                 return proposal
             proposal.files[path] = file.read_text(errors="replace")
         if not proposal.files and not proposal.outside_surface:
+            tail = _tail(stdout, "")
             proposal.invalid_reason = "the agent changed nothing in the surface" + (
-                f"; it said: {one_line(_last_line(stdout), 200)}" if stdout.strip() else ""
+                f"; its output ended: {tail}" if tail else ""
             )
+        if not description and proposal.files:
+            proposal.description = describe_change(ctx.surface, proposal.files)
         return proposal
 
     # -- the agent's worktree and environment ------------------------------------------------
@@ -202,6 +234,8 @@ class AgentProposer(BaseProposer):
             OVERNIGHT_STUDY=ctx.study,
             OVERNIGHT_BEST_COMMIT=ctx.best_commit,
         )
+        if self.session is not None:
+            env.update(self.session.env())
         return env
 
     @staticmethod

@@ -373,10 +373,19 @@ def tsv_header(metric: str) -> list[str]:
     return ["experiment", "commit", metric, "status", "description", "wall_s", "proposer"]
 
 
+def tsv_value(value: float) -> str:
+    """A metric value as autoresearch writes it, six decimals (`1.009125`); a value so small
+    that six decimals would flatten it keeps six significant digits (`3.2e-08`), and so
+    does one too large for a fixed-point column."""
+    if value == 0 or 1e-3 <= abs(value) < 1e15:
+        return f"{value:.6f}"
+    return f"{value:.6g}"
+
+
 def tsv_row(r: ExperimentRecord) -> str:
     """One line of `results.tsv` (autoresearch's columns plus ours). A failed experiment's
     metric cell is empty, never 0, so a crash cannot be mistaken for a result."""
-    value = "" if r.value is None or r.status in ("crash", "timeout") else f"{r.value:.6g}"
+    value = "" if r.value is None or r.status in ("crash", "timeout") else tsv_value(r.value)
     desc = " ".join(r.description.split()).replace("\t", " ")
     wall = "" if r.wall_s is None else f"{r.wall_s:.1f}"
     cells = [str(r.experiment), (r.commit or "")[:7], value, r.status or "", desc, wall,

@@ -14,6 +14,7 @@ restart because the prompt is rebuilt from the ledger each time.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Collection
 from typing import Any
@@ -91,6 +92,17 @@ the loop runs it under controlled conditions). A quick syntax check is fine.
 {reply_format}"""
 
 
+AGENT_FOLLOWUP = """\
+# Your task
+This continues your session: the loop has run your earlier proposals, and your working \
+directory has been reset to the current best commit (experiment {best}). Implement ONE new \
+experiment by editing {paths}, under the same rules as before: change only {paths}, do not \
+commit, do not run the full experiment (up to {budget}), never game the measurement. When you \
+are done, write these lines to the file named by $OVERNIGHT_DESCRIPTION_FILE \
+({description_file}):
+{reply_format}"""
+
+
 def number_lines(text: str) -> str:
     """`text` with a line-number gutter ("  12| code"), which edits.GUTTER can undo."""
     lines = text.splitlines()
@@ -149,15 +161,21 @@ def _history_line(r: ExperimentRecord, best_before: float | None, metric: str, g
     return "- " + " · ".join(parts)
 
 
-def history_section(ctx: Context, recent: int = RECENT) -> str:
-    """Every keep plus the `recent` latest others, with the delta against the best of the
-    time; the rest is summarised as a count so the prompt stays bounded."""
+def _rows(ctx: Context) -> list[tuple[ExperimentRecord, float | None]]:
+    """Each experiment with the best value of its time."""
     rows: list[tuple[ExperimentRecord, float | None]] = []
     best: float | None = None
     for r in ctx.history:
         rows.append((r, best))
         if r.status == "keep" and r.value is not None:
             best = r.value
+    return rows
+
+
+def history_section(ctx: Context, recent: int = RECENT) -> str:
+    """Every keep plus the `recent` latest others, with the delta against the best of the
+    time; the rest is summarised as a count so the prompt stays bounded."""
+    rows = _rows(ctx)
     others = [r.experiment for r, _ in rows if r.status != "keep"]
     shown = set(others[-recent:]) if recent else set()
     lines = [
@@ -294,3 +312,33 @@ def in_flight_section(ctx: Context) -> list[str]:
             f'"{one_line(str(r["description"]), 100)}"' for r in ctx.in_flight]
     return ["# Experiments in flight\nBeing measured now; any may become the best before your "
             "change runs. Do not propose them again:\n" + "\n".join(rows)]  # fmt: skip
+
+
+def agent_followup_prompt(
+    ctx: Context, description_file: str, seen: Collection[int], *, instructions: bool,
+    digest: bool, hidden: Collection[str] = (),
+) -> str:  # fmt: skip
+    """The prompt of a continued agent session, whose conversation already holds earlier
+    prompts: the experiments decided since (those not in `seen`, which parallel slots may
+    decide out of order), the lessons and crash log that came with them, the instructions
+    and the trace digest only when they changed, and the task."""
+    sections = [_overview(ctx, set(hidden))]
+    if instructions and ctx.instructions.strip():
+        sections.append("# Instructions from the user (changed)\n" + ctx.instructions.strip())
+    lines = [_history_line(r, b, ctx.metric, ctx.goal) for r, b in _rows(ctx)
+             if r.experiment not in seen]  # fmt: skip
+    sections.append("# Decided since your last proposal\n"
+                    + ("\n".join(lines) or "Nothing yet (the runs are still going)."))  # fmt: skip
+    recent = [r for r in ctx.history if r.experiment not in seen]
+    learned = lessons(dataclasses.replace(ctx, history=recent, lessons=[]))
+    if learned:
+        sections.append("# New lessons\n" + "\n".join(f"- {x}" for x in learned))
+    crash = next((r for r in reversed(ctx.history) if r.status in ("crash", "timeout")), None)
+    if crash is not None and crash.experiment not in seen and ctx.last_crash_log.strip():
+        sections.append("# Log tail of the most recent crash or timeout\n```text\n"
+                        + ctx.last_crash_log.strip() + "\n```")  # fmt: skip
+    if digest and ctx.trace_digest.strip():
+        sections.append("# Traces (changed)\n" + ctx.trace_digest.strip())
+    task = AGENT_FOLLOWUP.format(description_file=description_file, best=ctx.best_experiment,
+                                 **_fill(ctx))  # fmt: skip
+    return "\n\n".join([*sections, *in_flight_section(ctx), task, *_left(ctx)]) + "\n"

@@ -1,0 +1,105 @@
+"""A description derived from an edit itself, for proposals whose author wrote none (a
+coding agent that left no description file): the knobs it moved (`LR 0.04 → 0.031`), else
+the functions it added, changed or removed (`train.py: edit forward(), Block.__init__()`),
+else the lines it changed (`config.txt: lines 3–5`)."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+
+from overnight.proposers.tune.knobs import find_knobs
+
+LIMIT = 120
+
+
+def _knob_moves(path: str, before: str, after: str) -> tuple[list[str], bool]:
+    """(`NAME old → new` for each knob whose value changed, whether that is the whole edit)."""
+    old = {k.name: k for k in find_knobs(path, before)}
+    new = {k.name: k for k in find_knobs(path, after)}
+    moved = [n for n in new if n in old and old[n].text != new[n].text]
+    text = before
+    for name in sorted(moved, key=lambda n: old[n].start, reverse=True):
+        k = old[name]
+        text = text[: k.start] + new[name].text + text[k.end :]
+    return [f"{n} {old[n].text} → {new[n].text}" for n in moved], bool(moved) and text == after
+
+
+def _functions(source: str) -> dict[str, str] | None:
+    """Qualified name -> source of every function and class body; None if not Python."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    lines = source.splitlines()
+    found: dict[str, str] = {}
+
+    def walk(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                end = child.end_lineno or child.lineno
+                found[name] = "\n".join(lines[child.lineno - 1 : end])
+                walk(child, name + ".")
+
+    walk(tree, "")
+    return found
+
+
+def _changed_lines(before: str, after: str) -> list[tuple[int, int]]:
+    """Line ranges of `after` (1-based, inclusive) that differ from `before`."""
+    matcher = difflib.SequenceMatcher(a=before.splitlines(), b=after.splitlines(), autojunk=False)
+    return [(j1 + 1, max(j1 + 1, j2)) for tag, _, _, j1, j2 in matcher.get_opcodes()
+            if tag != "equal"]  # fmt: skip
+
+
+def _structure(before: str, after: str) -> str | None:
+    """`add f(); edit g(), C.h(); remove k()`, or None when not both Python."""
+    old, new = _functions(before), _functions(after)
+    if old is None or new is None:
+        return None
+    # Only the innermost changed definitions: a changed method also changes its class.
+    edited = [n for n in new if n in old and new[n] != old[n]]
+    edited = [n for n in edited if not any(m.startswith(n + ".") for m in edited)]
+    # A new (or deleted) class is one change, not one per method.
+    fresh = [n for n in new if n not in old]
+    gone = [n for n in old if n not in new]
+    added = [n for n in fresh if n.rpartition(".")[0] not in fresh]
+    removed = [n for n in gone if n.rpartition(".")[0] not in gone]
+    parts = []
+    for verb, names in (("add", added), ("edit", edited), ("remove", removed)):
+        if names:
+            parts.append(f"{verb} " + ", ".join(f"{n}()" for n in names))
+    return "; ".join(parts) or None
+
+
+def _lines(before: str, after: str) -> str:
+    ranges = _changed_lines(before, after)
+    if not ranges:
+        return "whitespace"
+    shown = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in ranges[:4])
+    more = f" and {len(ranges) - 4} more" if len(ranges) > 4 else ""
+    plural = "s" if len(ranges) > 1 or ranges[0][0] != ranges[0][1] else ""
+    return f"line{plural} {shown}{more}"
+
+
+def describe_change(before: dict[str, str], after: dict[str, str]) -> str:
+    """One line for the change from `before` to `after` (path -> content; a path missing
+    from `before` is a new file)."""
+    parts: list[str] = []
+    paths = sorted(p for p in after if after[p] != before.get(p))
+    for path in paths:
+        old, new = before.get(path, ""), after[path]
+        moves, only_knobs = _knob_moves(path, old, new)
+        where = f"{path}: " if len(paths) > 1 or not moves else ""
+        if only_knobs:
+            parts.append(where + ", ".join(moves))
+            continue
+        what = _structure(old, new) if path.endswith(".py") else None
+        rest = what or _lines(old, new)
+        if moves:
+            parts.append(f"{', '.join(moves)}; {path}: {rest}")
+        else:
+            parts.append(f"{path}: {rest}")
+    text = "; ".join(parts) or "no change"
+    return text if len(text) <= LIMIT else text[: LIMIT - 1] + "…"
