@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overnight.isolation import safefs
+
 # Trace folders of the metric runs (repeat 0, 1, …). Holdout, confirm and any other kind
 # of run write to other folders and never reach a prompt.
 SEARCH_DIR = re.compile(r"^traces(-\d+)?$")
@@ -182,15 +184,13 @@ def load_traces(dirs: Iterable[Path]) -> TraceSet:
     """Every task trace under `dirs` (later files win for a repeated task id)."""
     out = TraceSet()
     for d in dirs:
-        if not d.is_dir():
-            continue
-        for path in sorted(d.rglob("*")):
+        for path in sorted(safefs.walk_files(d)):  # links (to holdout traces) never followed
             rel = path.relative_to(d.parent).as_posix()
             inside = path.relative_to(d).parts
             if any(part.lower().startswith("holdout") for part in inside):
                 continue
             is_jsonl = path.suffix == ".jsonl"
-            if not (is_jsonl or path.name == "trajectory.json") or not path.is_file():
+            if not (is_jsonl or path.name == "trajectory.json"):
                 continue
             try:
                 if path.stat().st_size > MAX_FILE_BYTES:

@@ -300,9 +300,14 @@ def test_kill9_during_run_then_resume(score_repo: Path, held: tuple[Path, dict[s
     (tmp / "hold").write_text("")
     proc = _start(score_repo, env, "-n", "3")
     _wait_for(lambda: (tmp / "pids").exists() and (tmp / "pids").read_text().strip())
+    orphan = int((tmp / "pids").read_text().split()[0])
+    # A run's reaper takes it down with a dead controller; killed first (as the OOM killer
+    # might), it leaves the run orphaned for recovery to find by its marker.
+    reaper = next(p for p in psutil.Process(orphan).parents()
+                  if "PR_SET_CHILD_SUBREAPER" in " ".join(p.cmdline()))  # fmt: skip
+    reaper.kill()
     proc.kill()
     proc.wait()
-    orphan = int((tmp / "pids").read_text().split()[0])
     assert psutil.pid_exists(orphan)  # the run outlived its controller
     resumed = _start(score_repo, env, "-n", "3")
     # The re-run of experiment 1 starts only after recovery killed the orphan.

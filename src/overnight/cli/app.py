@@ -24,6 +24,11 @@ app.command("apply")(review.apply_change)
 
 
 def main() -> None:
+    from overnight.isolation import secrets
+
+    # From here on the process environment holds no secret: they live in memory only, out
+    # of /proc/<pid>/environ and out of every git command or hook the controller starts.
+    secrets.seal()
     try:
         app(standalone_mode=False)
     except OvernightError as exc:

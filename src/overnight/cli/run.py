@@ -92,6 +92,10 @@ def run(
     if hours is not None and hours <= 0:
         raise UsageError(f"--hours: expected a positive number, got {hours}")
     study = open_study(config)
+    from overnight.isolation import secrets
+    from overnight.isolation.redact import proposer_key_env
+
+    secrets.seal([proposer_key_env(study.cfg.proposer)])  # whatever the variable's name
     opts = RunOptions(
         experiments=experiments, hours=hours, patience=patience, proposer=proposer,
         seed=seed, max_cost=max_cost, workers=workers, executor=executor, lookahead=lookahead,
