@@ -376,12 +376,14 @@ def test_attacks_on_the_evaluator_and_the_controller(tmp_path: Path, sandbox: bo
     contexts = spy.read_text()
     assert len(contexts.splitlines()) == len(steps)
     assert "2345" not in contexts and "holdout_error" not in contexts
-    # The dashboard shows the linked traces neither as files nor in previews.
+    # The dashboard (which shows the user the experiment's own holdout traces) shows the
+    # planted links neither as files nor in previews, and never its own environment.
     linked = got["honest, and links its traces to the holdout's"]["experiment"]
     page = dashboard_page(repo, f"/experiments/{linked}")
     assert "val-1" in page  # the real trace is there
-    assert "21.2345" not in page and SECRET_KEY not in page and "stolen.jsonl" not in page
-    api = dashboard_page(repo, f"/api/experiments/{linked}")
-    assert "environ.jsonl" not in api
+    assert "traces/stolen.jsonl" not in page and "traces/environ.jsonl" not in page
+    assert SECRET_KEY not in page
+    for rel in ("traces/stolen.jsonl", "traces/environ.jsonl"):
+        assert "no such file" in dashboard_page(repo, f"/experiments/{linked}/files/{rel}")
     verify = run_cli(repo, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
