@@ -100,7 +100,7 @@ def attacks(tmp_path: Path, secret: Path) -> list[tuple[str, dict[str, str]]]:
     proof = tmp_path / "proof"
     outside = tmp_path / "outside"
     shadow = "import os\nprint('error: 0')\nos._exit(0)\n"
-    forge = f"""\
+    forge = """\
         import importlib.util, os
         from importlib._bootstrap_external import _code_to_timestamp_pyc
         code = compile("def mean_abs_error(preds, labels):\\n    return 0.0\\n", "scoring.py",
@@ -137,11 +137,11 @@ def attacks(tmp_path: Path, secret: Path) -> list[tuple[str, dict[str, str]]]:
                 os.execve(sys.executable, [sys.executable, "-c", {daemon_code!r}, exp], {{}})
             os._exit(0)
         """
-    steal = f"""\
+    steal = """\
         found = set()
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                env = open(f"/proc/{{pid}}/environ", "rb").read()
+                env = open(f"/proc/{pid}/environ", "rb").read()
             except OSError:
                 continue
             for item in env.split(b"\\0"):
@@ -149,7 +149,7 @@ def attacks(tmp_path: Path, secret: Path) -> list[tuple[str, dict[str, str]]]:
                     found.add(item.split(b"=", 1)[1].decode())
         print("stolen:", sorted(found) or "nothing")
         with open(os.path.join(os.environ["OVERNIGHT_TRACE_DIR"], "loot.jsonl"), "w") as fh:
-            fh.write(json.dumps({{"task": "loot", "passed": False, "output": sorted(found)}}))
+            fh.write(json.dumps({"task": "loot", "passed": False, "output": sorted(found)}))
         """
     hooks = f"""\
         gitdir = open(".git").read().split("gitdir:", 1)[1].strip()
@@ -196,6 +196,9 @@ def attacks(tmp_path: Path, secret: Path) -> list[tuple[str, dict[str, str]]]:
     return [
         ("shadow a module the evaluator imports",
          {"model.py": model(main=f"open('json.py', 'w').write({shadow!r})")}),
+        ("stage the planted module in the worktree's index", {"model.py": model(main=(
+            f"open('json.py', 'w').write({shadow!r})\nimport subprocess\n"
+            "subprocess.run(['git', 'add', '-f', 'json.py'])\n"))}),
         ("forge the bytecode of a locked helper", {"model.py": model(main=forge)}),
         ("plant forged bytecode, then crash",
          {"model.py": model(main=textwrap.dedent(forge) + "raise SystemExit(1)\n")}),
@@ -222,6 +225,7 @@ def attacks(tmp_path: Path, secret: Path) -> list[tuple[str, dict[str, str]]]:
 # attack: (without the sandbox, with it); a set where either outcome is a defence.
 EXPECTED: dict[str, tuple[object, object]] = {
     "shadow a module the evaluator imports": ("discard", "discard"),
+    "stage the planted module in the worktree's index": ("discard", "discard"),
     "forge the bytecode of a locked helper": ("discard", "discard"),
     "plant forged bytecode, then crash": ("crash", "crash"),
     "a comment only, after the plant": ("discard", "discard"),
@@ -342,6 +346,7 @@ def test_attacks_on_the_evaluator_and_the_controller(tmp_path: Path, sandbox: bo
 
     # The evaluator measured the candidate, never what the run planted next to it.
     for d in ("shadow a module the evaluator imports", "forge the bytecode of a locked helper",
+              "stage the planted module in the worktree's index",
               "a comment only, after the plant", "a setsid daemon with no environment"):
         assert got[d]["value"] == 1.0, (d, got[d])
     if not sandbox:

@@ -291,6 +291,7 @@ class Worktree:
         self.path = path
         self._repo: Any = None
         self.commit: str | None = None  # what the files hold, once known to be clean
+        self._index: tuple[int, int, int, int] | None = None  # the index as we wrote it
 
     @property
     def repo(self) -> Any:
@@ -309,6 +310,7 @@ class Worktree:
             repo.set_head(target.id)
             repo.index.read_tree(target.tree)
             repo.index.write()
+            self._index = self._index_stamp()
             self.commit = commit
             self.clean(keep)
         elif self.commit != commit:
@@ -348,6 +350,13 @@ class Worktree:
         assert self.commit is not None
         keep_set = set(keep)
         tree = self.repo.revparse_single(self.commit).peel(_pygit2().Commit).tree
+        if self._index_stamp() != self._index:
+            # Status trusts the index; a run could have rewritten it (without the sandbox)
+            # to make a planted file look tracked. Rebuilt from the commit, every file is
+            # compared by content once.
+            self.repo.index.read_tree(tree)
+            self.repo.index.write()
+            self._index = self._index_stamp()
         changed, extra = self.status()
         for path in extra:
             rel = path.rstrip("/")
@@ -367,6 +376,13 @@ class Worktree:
             else:
                 safefs.unlink_inside(self.path, path)
         return sorted(set(changed))
+
+    def _index_stamp(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(Path(self.repo.path) / "index")
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def _restore(self, tree: Any, rel: str) -> None:
         entry = tree[rel]
