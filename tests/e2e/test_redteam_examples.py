@@ -140,7 +140,12 @@ def test_speedup_is_immune_to_its_candidate(tmp_path: Path, sandbox: bool) -> No
     if sandbox:
         assert find_bwrap() is not None, "bubblewrap is not installed: apt-get install bubblewrap"
     repo = example("speedup", tmp_path / "speedup", sandbox)
-    original = (repo / "editdist.py").read_text()
+    # Twice as slow as the baseline, so that only the faked number could make it a keep.
+    original = (repo / "editdist.py").read_text().replace(
+        "    return table[-1][-1]", "    return table[-1][-1] if _again else distance(a, b, True)"
+    ).replace("def distance(a: str, b: str) -> int:",
+              "def distance(a: str, b: str, _again: bool = False) -> int:")  # fmt: skip
+    assert "_again" in original
     fake = "\nseconds: 0.000001\n"
     steps = [
         {"description": "the metric on the evaluator's stderr",
