@@ -200,7 +200,9 @@ class Workspace:
         }
 
     def diff(self, parent: str, commit: str) -> str:
-        return git("diff", "--no-color", parent, commit, cwd=self.root)
+        # No external diff or textconv command: a run could have configured one.
+        return git("diff", "--no-color", "--no-ext-diff", "--no-textconv", parent, commit,
+                   cwd=self.root)  # fmt: skip
 
     # -- writing candidates ---------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from overnight.errors import OvernightError, UsageError
-from overnight.git.workspace import Workspace, git
+from overnight.git.workspace import SAFE_OPTIONS, Workspace, git
 from overnight.store.study import Study
 
 
@@ -35,7 +35,8 @@ def _blob(ws: Workspace, tree: str, path: str) -> tuple[bytes | None, str]:
         return None, ""
     mode, _, sha = out.split("\t", 1)[0].split()
     data = subprocess.run(
-        ["git", "cat-file", "blob", sha], cwd=ws.root, capture_output=True, check=True
+        ["git", *SAFE_OPTIONS, "cat-file", "blob", sha], cwd=ws.root, capture_output=True,
+        check=True,
     ).stdout
     return data, mode
 
@@ -47,8 +48,8 @@ def _tree_from_stored_diff(ws: Workspace, parent: str, diff: str) -> str:
     with tempfile.TemporaryDirectory(prefix="apply-", dir=ws.state_dir) as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git("read-tree", parent, cwd=ws.root, env=env)
-        proc = subprocess.run(["git", "apply", "--cached", "-"], cwd=ws.root, env=env,
-                              input=diff.encode(), capture_output=True)  # fmt: skip
+        proc = subprocess.run(["git", *SAFE_OPTIONS, "apply", "--cached", "-"], cwd=ws.root,
+                              env=env, input=diff.encode(), capture_output=True)  # fmt: skip
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
             raise OvernightError(f"the stored diff does not apply to its parent: {err}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from overnight.errors import OvernightError, UsageError
-from overnight.git.workspace import TRAILER, Workspace, git
+from overnight.git.workspace import SAFE_OPTIONS, TRAILER, Workspace, git
 from overnight.judging.rules import describe_change, fmt
 from overnight.store.ledger import Ledger
 from overnight.store.study import Study
@@ -115,11 +115,12 @@ def _three_way(ws: Workspace, base_tree: str, keep: Keep, tmp: Path) -> str:
     env = {**os.environ, "GIT_INDEX_FILE": str(tmp / "index")}
     git("read-tree", base_tree, cwd=ws.root, env=env)
     patch = subprocess.run(
-        ["git", "diff", "--binary", "--full-index", "--no-color", keep.parent, keep.commit],
+        ["git", *SAFE_OPTIONS, "diff", "--binary", "--full-index", "--no-color",
+         "--no-ext-diff", "--no-textconv", keep.parent, keep.commit],
         cwd=ws.root, capture_output=True, check=True,
     ).stdout  # fmt: skip
     proc = subprocess.run(
-        ["git", "apply", "--cached", "--3way", "-"],
+        ["git", *SAFE_OPTIONS, "apply", "--cached", "--3way", "-"],
         cwd=ws.root, env=env, input=patch, capture_output=True,
     )  # fmt: skip
     if proc.returncode != 0:

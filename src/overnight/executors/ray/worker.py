@@ -257,7 +257,7 @@ def capped_bytes(path: Path, cap: int = LOG_CAP) -> bytes:
 def pack_dir(path: Path, cap: int = DIR_CAP) -> bytes:
     """Regular files under `path` as a gzipped tar, up to `cap` bytes of content; the rest
     is listed in OMITTED.txt. Empty bytes for an empty or missing dir."""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    files = sorted(safefs.walk_files(path))  # never through a link (the folder's own too)
     if not files:
         return b""
     buf = io.BytesIO()
