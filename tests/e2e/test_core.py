@@ -305,6 +305,7 @@ def test_kill9_during_run_then_resume(score_repo: Path, held: tuple[Path, dict[s
     # might), it leaves the run orphaned for recovery to find by its marker.
     reaper = next(p for p in psutil.Process(orphan).parents()
                   if "PR_SET_CHILD_SUBREAPER" in " ".join(p.cmdline()))  # fmt: skip
+    proc.send_signal(signal.SIGSTOP)  # so that it cannot clean up after its reaper
     reaper.kill()
     proc.kill()
     proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -210,13 +211,22 @@ def test_kill9_during_a_parallel_study_then_resume(tmp_path: Path) -> None:
         if log.exists() and log.read_text().count("start") >= 4:  # baseline + 3 slots
             break
         time.sleep(0.05)
+    worktrees = str(repo / ".overnight" / "worktrees")
+
+    def study_processes() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cwd", "cmdline"])
+                if (p.info["cwd"] or "").startswith(worktrees)]  # this study's runs only
+
+    # Each run's reaper takes it down with a dead controller; killed first (as the OOM
+    # killer might), they leave the runs orphaned for recovery to find by their marker. The
+    # controller is frozen meanwhile, so that it cannot clean up after its reapers.
+    proc.send_signal(signal.SIGSTOP)
+    for p in study_processes():
+        if "PR_SET_CHILD_SUBREAPER" in " ".join(p.info["cmdline"] or []):
+            p.kill()
     proc.kill()
     proc.wait()
-    worktrees = str(repo / ".overnight" / "worktrees")
-    orphans = []
-    for p in psutil.process_iter(["cwd"]):
-        if (p.info["cwd"] or "").startswith(worktrees):  # this study's runs only
-            orphans.append(p)
+    orphans = study_processes()
     assert orphans, "the runs should have outlived the killed controller"
     env["RUN_SLEEP"] = "0.1"
     out = run_cli(repo, "run", "-n", "4", "--plain", "--lookahead", "3", env=env)

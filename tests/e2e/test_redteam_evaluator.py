@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import make_repo, overnight_env, run_cli, write_script
+from support.redteam import study_toml
 
 from overnight.isolation.sandbox import find_bwrap
 
@@ -253,31 +254,7 @@ def build(tmp_path: Path, sandbox: bool) -> tuple[Path, Path]:
     (secret / "score_holdout.py").write_text(HOLDOUT)
     (tmp_path / "proof").mkdir()
     (tmp_path / "outside").mkdir()
-    toml = textwrap.dedent(f"""\
-        [study]
-        name = "rt"
-        surface = ["model.py"]
-        protect = ["data/**"]
-        budget = "8s"
-
-        [run]
-        command = "{PY} model.py"
-
-        [metric]
-        name = "error"
-        goal = "minimize"
-        command = "{PY} evaluate.py"
-
-        [holdout]
-        command = "{PY} {secret}/score_holdout.py"
-        name = "holdout_error"
-        goal = "minimize"
-
-        [proposer]
-        kind = "support.spy:SpyProposer"
-        """)
-    if sandbox:
-        toml += f'\n[sandbox]\nnetwork = false\nhide = ["{secret}"]\n'
+    toml = study_toml(secret, "data/**", "8s", sandbox)
     repo = make_repo(tmp_path / "repo", {
         "model.py": MODEL, "evaluate.py": EVALUATE, "scoring.py": SCORING,
         "overnight.toml": toml, "data/inputs.json": json.dumps(VAL),
