@@ -9,14 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from overnight.isolation.runner import (
-    RunOutcome,
-    kill_marked,
-    output_tail,
-    run_command,
-    scrub_env,
-    tail_text,
-)
+from overnight.isolation.capture import output_tail, tail_text
+from overnight.isolation.runner import RunOutcome, kill_marked, run_command, scrub_env
 
 PY = sys.executable
 

@@ -80,7 +80,7 @@ def show(
     ] = False,
 ) -> None:
     """One experiment: diff, metrics, verdict and reason, rationale, log tails."""
-    from overnight.isolation.runner import tail_text
+    from overnight.isolation.capture import tail_text
 
     study = open_study(config)
     info = study.show(n)

@@ -3,7 +3,7 @@ controller proposes exactly as well as one that never stopped."""
 
 from __future__ import annotations
 
-from overnight.isolation.runner import tail_text
+from overnight.isolation.capture import tail_text
 from overnight.proposers.base import Context
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study

@@ -25,6 +25,8 @@ from overnight.isolation import safefs
 # run that prints without end cannot fill the disk or the controller's memory.
 LOG_CAP = 32 * 1024 * 1024
 _CHUNK = 1 << 16
+HEAD_BYTES = 4 * 1024  # of a failed command's output, shown in its record
+TAIL_BYTES = 12 * 1024
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for chatty runs (Linux only; best effort)
 
 
@@ -50,7 +52,8 @@ class _Stream:
         room = self.head - self.total
         self.total += len(data)
         if room > 0:
-            os.write(self.out, data[:room])
+            with contextlib.suppress(OSError):  # a full disk: keep draining, never block it
+                os.write(self.out, data[:room])
             data = data[room:]
         if data:
             self.tail.append(data)
@@ -62,6 +65,12 @@ class _Stream:
         """Write the kept tail; the number of bytes that were not kept."""
         tail = b"".join(self.tail)[-self.tail_cap :] if self.tail else b""
         cut = self.total - min(self.total, self.head) - len(tail)
+        with contextlib.suppress(OSError):
+            self._write_tail(tail, cut, cap)
+        os.close(self.out)
+        return max(0, cut)
+
+    def _write_tail(self, tail: bytes, cut: int, cap: int) -> None:
         if cut > 0:
             os.write(self.out, (f"\n... [overnight: {cut} bytes of {self.path.name} not kept: "
                                 f"logs keep the first {human(self.head)} and the last "
@@ -69,8 +78,6 @@ class _Stream:
                                 f"{human(cap)})] ...\n").encode())  # fmt: skip
         if tail:
             os.write(self.out, tail)
-        os.close(self.out)
-        return max(0, cut)
 
 
 class Capture:
@@ -139,3 +146,57 @@ class Capture:
             os.close(s.fd)
         self._streams = []
         return self.cut
+
+
+# -- reading logs back for display (never through a link) ------------------------------------
+
+
+def _size(path: Path) -> int:
+    return safefs.size(path.parent, path.name)
+
+
+def tail_text(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a file as text ("" when it does not exist or is a link)."""
+    path = Path(path)
+    size = _size(path)
+    data = _read_range([(path, size)], max(0, size - max_bytes), size)
+    if size > max_bytes:
+        # Starting mid-character would show a replacement glyph: skip continuation bytes.
+        data = data.lstrip(bytes(range(0x80, 0xC0)))
+    return data.decode("utf-8", "replace")
+
+
+def output_tail(
+    stdout_path: Path, stderr_path: Path, head: int = HEAD_BYTES, tail: int = TAIL_BYTES
+) -> str:
+    """Head and tail of stdout followed by stderr, bounded, with the cut marked."""
+    out_size, err_size = _size(stdout_path), _size(stderr_path)
+    label = b"\n[stderr]\n" if out_size else b"[stderr]\n"
+    # The combined text, described as segments so that huge logs are never read whole.
+    segments: list[tuple[Path | bytes, int]] = [(stdout_path, out_size)]
+    if err_size:
+        segments += [(label, len(label)), (stderr_path, err_size)]
+    total = sum(size for _, size in segments)
+    if total <= head + tail:
+        return _read_range(segments, 0, total).decode("utf-8", "replace")
+    return (
+        _read_range(segments, 0, head).decode("utf-8", "replace")
+        + f"\n... [{total - head - tail} bytes omitted] ...\n"
+        + _read_range(segments, total - tail, total).decode("utf-8", "replace")
+    )
+
+
+def _read_range(segments: list[tuple[Path | bytes, int]], start: int, end: int) -> bytes:
+    parts = []
+    offset = 0
+    for seg, size in segments:
+        lo, hi = max(start, offset) - offset, min(end, offset + size) - offset
+        offset += size
+        if lo >= hi:
+            continue
+        if isinstance(seg, bytes):
+            parts.append(seg[lo:hi])
+            continue
+        with contextlib.suppress(OSError):  # gone, or replaced by a link: never followed
+            parts.append(safefs.read_bytes(seg.parent, seg.name, hi - lo, offset=lo))
+    return b"".join(parts)

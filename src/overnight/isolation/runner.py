@@ -28,15 +28,12 @@ from pathlib import Path
 import psutil
 
 from overnight.errors import OvernightError
-from overnight.isolation import safefs
-from overnight.isolation.capture import LOG_CAP, Capture, human
+from overnight.isolation.capture import LOG_CAP, Capture, human, output_tail
 from overnight.isolation.reaper import reaper_prefix
 from overnight.isolation.secrets import looks_secret
 
 MARKER_VAR = "OVERNIGHT_RUN_MARKER"
 
-HEAD_BYTES = 4 * 1024
-TAIL_BYTES = 12 * 1024
 # Tracking descendants costs a walk of the tree; this is its period and the worst-case
 # delay before a stop request is noticed.
 POLL_S = 0.05
@@ -386,57 +383,3 @@ def kill_marked(prefix: str, grace_s: float = 0.5) -> int:
         return procs
 
     return _terminate(collect, grace_s)
-
-
-# --- output for display ------------------------------------------------------------------
-
-
-def _size(path: Path) -> int:
-    return safefs.size(path.parent, path.name)
-
-
-def tail_text(path: Path, max_bytes: int) -> str:
-    """The last `max_bytes` of a file as text ("" when it does not exist or is a link)."""
-    path = Path(path)
-    size = _size(path)
-    data = _read_range([(path, size)], max(0, size - max_bytes), size)
-    if size > max_bytes:
-        # Starting mid-character would show a replacement glyph: skip continuation bytes.
-        data = data.lstrip(bytes(range(0x80, 0xC0)))
-    return data.decode("utf-8", "replace")
-
-
-def output_tail(
-    stdout_path: Path, stderr_path: Path, head: int = HEAD_BYTES, tail: int = TAIL_BYTES
-) -> str:
-    """Head and tail of stdout followed by stderr, bounded, with the cut marked."""
-    out_size, err_size = _size(stdout_path), _size(stderr_path)
-    label = b"\n[stderr]\n" if out_size else b"[stderr]\n"
-    # The combined text, described as segments so that huge logs are never read whole.
-    segments: list[tuple[Path | bytes, int]] = [(stdout_path, out_size)]
-    if err_size:
-        segments += [(label, len(label)), (stderr_path, err_size)]
-    total = sum(size for _, size in segments)
-    if total <= head + tail:
-        return _read_range(segments, 0, total).decode("utf-8", "replace")
-    return (
-        _read_range(segments, 0, head).decode("utf-8", "replace")
-        + f"\n... [{total - head - tail} bytes omitted] ...\n"
-        + _read_range(segments, total - tail, total).decode("utf-8", "replace")
-    )
-
-
-def _read_range(segments: list[tuple[Path | bytes, int]], start: int, end: int) -> bytes:
-    parts = []
-    offset = 0
-    for seg, size in segments:
-        lo, hi = max(start, offset) - offset, min(end, offset + size) - offset
-        offset += size
-        if lo >= hi:
-            continue
-        if isinstance(seg, bytes):
-            parts.append(seg[lo:hi])
-            continue
-        with contextlib.suppress(OSError):  # gone, or replaced by a link: never followed
-            parts.append(safefs.read_bytes(seg.parent, seg.name, hi - lo, offset=lo))
-    return b"".join(parts)
