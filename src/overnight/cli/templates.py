@@ -38,6 +38,8 @@ surface = {_array(surface)}
 protect = []
 # Wall-clock limit of one run; the whole process tree is killed when it is exceeded.
 budget = {_q(budget)}
+# A proposal whose surface is larger than max(this, 4x the current best's) is invalid.
+max_surface = "1M"
 
 [run]
 # The experiment, run in the candidate's worktree; it prints "{metric}: <number>".
