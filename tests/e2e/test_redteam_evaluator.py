@@ -12,6 +12,7 @@ holdout answers. Every attack runs without the sandbox (the core defences) and w
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -357,7 +358,7 @@ def test_attacks_on_the_evaluator_and_the_controller(tmp_path: Path, sandbox: bo
     # crash log, or a trace that is a link to the holdout's traces.
     contexts = spy.read_text()
     assert len(contexts.splitlines()) == len(steps)
-    assert "2345" not in contexts and "holdout_error" not in contexts
+    assert not re.search(r"\d\.2345", contexts) and "holdout_error" not in contexts
     # The dashboard (which shows the user the experiment's own holdout traces) shows the
     # planted links neither as files nor in previews, and never its own environment.
     linked = got["honest, and links its traces to the holdout's"]["experiment"]

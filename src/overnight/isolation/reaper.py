@@ -7,6 +7,8 @@ subreaper* (Linux `PR_SET_CHILD_SUBREAPER`), so every orphan of the run is re-pa
 it instead of to init and stays a descendant the controller sees. Once the command exits,
 the reaper terminates whatever is left (SIGTERM, a grace period, SIGKILL) before it exits
 with the command's own status, and if the controller dies it kills the whole tree at once.
+Killed itself with SIGKILL (which no process can handle), it takes the command with it
+(the command's parent-death signal), and the controller's other nets find the rest.
 It also raises the run's OOM score, so that when memory runs out the kernel kills the run
 rather than the controller that records it.
 
@@ -103,10 +105,17 @@ signal.signal(signal.SIGTERM, on_term)
 signal.signal(signal.SIGINT, on_term)
 if os.getppid() != ppid:
     on_parent_death()
+me = os.getpid()
 child = os.fork()
 if child == 0:
     for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_DFL)
+    # Killed outright (SIGKILL: the OOM killer, a Ray node ending a dead driver's worker and
+    # its children), the reaper cannot act: the command then dies with it.
+    if libc is not None:
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != me:
+        os._exit(137)
     try:
         os.execvp(argv[0], argv)
     except OSError as exc:
