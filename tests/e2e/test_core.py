@@ -309,10 +309,10 @@ def test_kill9_during_run_then_resume(score_repo: Path, held: tuple[Path, dict[s
     proc = _start(score_repo, env, "-n", "3")
     _wait_for(lambda: helpers.exists() and (tmp / "pids").exists()
               and (tmp / "pids").read_text().strip())  # fmt: skip
-    run, helper = int((tmp / "pids").read_text().split()[0]), int(helpers.read_text().split()[0])
+    watched = [psutil.Process(int(f.read_text().split()[0])) for f in (tmp / "pids", helpers)]
     proc.kill()
     proc.wait()
-    gone, alive = psutil.wait_procs([psutil.Process(run), psutil.Process(helper)], timeout=10)
+    gone, alive = psutil.wait_procs(watched, timeout=10)
     assert not alive, alive
 
     # The reaper killed outright too (as the OOM killer might): the run dies with it, its
