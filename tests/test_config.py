@@ -124,6 +124,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, BASE))
     assert cfg.study.instructions == "program.md"
     assert cfg.study.protect == [] and cfg.study.budget == 300.0
+    assert cfg.study.max_surface == "1M"
     assert cfg.run.pass_env == []
     m = cfg.metric
     assert (m.goal, m.command, m.min_improvement, m.repeats) == ("minimize", "", 0.0, 1)
@@ -143,7 +144,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     e = cfg.executor
     assert (e.kind, e.workers, e.gpus, e.address) == ("local", 1, [], "")
     assert (e.num_cpus, e.num_gpus) == (1.0, 0.0)
-    assert (cfg.sandbox.network, cfg.sandbox.memory, cfg.sandbox.pids) == (True, "", 0)
+    assert (cfg.sandbox.network, cfg.sandbox.memory, cfg.sandbox.pids) == (True, "auto", 0)
     assert cfg.path == tmp_path / "overnight.toml"
     assert cfg.root == tmp_path
 

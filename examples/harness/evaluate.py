@@ -9,6 +9,14 @@ record per ticket goes to $OVERNIGHT_TRACE_DIR (or --trace-dir): `search.jsonl` 
 any error, and the agent's steps. overnight shows the proposer the search traces only;
 holdout traces are kept with the experiment but never reach a prompt, and the holdout run
 prints nothing but aggregate numbers.
+
+This process is the trusted evaluator (overnight's `[metric].command` and
+`[holdout].command`); the agent it evaluates is code a proposal wrote. So the agent runs in
+a child process (`evaluate.py --agent`) that gets the tickets without their answers and
+replies with its own; this process checks them, writes the traces, and prints the numbers
+last, on stdout, once it has killed everything the agent started (it adopts the agent's
+orphans: Linux's child subreaper). Whatever the agent prints, wherever, and however long its
+daemons wait, it cannot put a number after the evaluator's.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -24,10 +34,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from model import Model, Usage, load_model  # noqa: E402
-
 DATA = {"search": HERE / "data" / "search.jsonl", "holdout": HERE / "data" / "holdout.jsonl"}
 
 
@@ -35,23 +41,20 @@ def load_tickets(split: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in DATA[split].read_text().splitlines() if line.strip()]
 
 
-def run_one(triage: Any, ticket: dict[str, Any], model: Model | None) -> dict[str, Any]:
-    """The trace record of one ticket. A crash of the agent fails this ticket, not the run."""
-    given = {"subject": ticket["subject"], "body": ticket["body"]}  # never the answer
-    expected = ticket["expected"]
-    record: dict[str, Any] = {
-        "task": ticket["id"], "passed": False, "input": given, "output": None,
-        "expected": expected, "error": None, "steps": [],
-    }  # fmt: skip
+# -- the child: the task agent, which never sees an expected answer -------------------------
+
+
+def run_one(triage: Any, ticket: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The agent's answer to one ticket. A crash of the agent fails this ticket, not the run."""
+    record: dict[str, Any] = {"task": ticket["id"], "output": None, "error": None, "steps": []}
     start = time.perf_counter()
     try:
-        result = triage(dict(given), model)
+        result = triage({"subject": ticket["subject"], "body": ticket["body"]}, model)
         if not isinstance(result, dict):
             raise TypeError(f"triage() returned {type(result).__name__}, expected a dict")
         record["output"] = {"label": result.get("label"), "action": result.get("action")}
         steps = result.get("steps", [])
         record["steps"] = steps if isinstance(steps, list) else [steps]
-        record["passed"] = record["output"] == expected
     except Exception as exc:  # the agent's bug: recorded in the trace for the proposer
         # The deepest line of the harness, even when the error was raised in a library.
         lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
@@ -60,6 +63,93 @@ def run_one(triage: Any, ticket: dict[str, Any], model: Model | None) -> dict[st
         record["error"] = f"{type(exc).__name__}: {exc}{where}"
     record["seconds"] = round(time.perf_counter() - start, 4)
     return record
+
+
+def serve_agent(workers: int) -> None:
+    """`--agent`: tickets (id, subject, body) as one JSON line on stdin; one JSON line back
+    on stdout with the agent's answers, which model it used and what that cost."""
+    answer = os.fdopen(os.dup(1), "w")
+    sys.stdout = sys.stderr  # the agent's own prints must not corrupt the answer
+    sys.path.insert(0, str(HERE))
+    import harness  # the surface, imported in this child only
+    from model import Usage, load_model
+
+    usage = Usage()
+    model, which = load_model(usage, HERE)
+    tickets = json.loads(sys.stdin.readline())
+    if model is None:  # the rules are instant; threads would only reorder nothing
+        records = [run_one(harness.triage, t, None) for t in tickets]
+    else:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            records = list(pool.map(lambda t: run_one(harness.triage, t, model), tickets))
+    usage_out = {"calls": usage.calls, "input_tokens": usage.input_tokens,
+                 "output_tokens": usage.output_tokens}  # fmt: skip
+    answer.write(json.dumps({"which": which, "usage": usage_out, "records": records},
+                            default=str, ensure_ascii=False) + "\n")  # fmt: skip
+    answer.flush()
+
+
+# -- the evaluator ---------------------------------------------------------------------------
+
+
+def adopt_orphans() -> None:
+    """Become a child subreaper: what the agent forks stays our descendant (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants() -> None:
+    """Kill whatever the agent left running; its orphans were adopted by this process."""
+    for _ in range(1000):
+        kids = []
+        for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
+            try:
+                with open(f"/proc/self/task/{tid}/children") as fh:
+                    kids += [int(k) for k in fh.read().split()]
+            except OSError:
+                pass
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def ask_agent(tickets: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    given = [{"id": t["id"], "subject": t["subject"], "body": t["body"]} for t in tickets]
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--agent",
+                              "--workers", str(workers)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, encoding="utf-8")  # fmt: skip
+    out, _ = child.communicate(json.dumps(given) + "\n")
+    kill_descendants()
+    try:
+        reply = json.loads(out.splitlines()[0])
+        assert isinstance(reply, dict) and isinstance(reply.get("records"), list)
+    except (ValueError, IndexError, AssertionError):
+        sys.exit(f"the agent process failed (exit {child.returncode}; see its error above)")
+    return reply
+
+
+def check(ticket: dict[str, Any], record: Any) -> dict[str, Any]:
+    """The trace record of one ticket: the agent's answer judged against the expected one."""
+    record = record if isinstance(record, dict) else {"error": "no answer for this ticket"}
+    output = record.get("output")
+    if not (isinstance(output, dict) and set(output) == {"label", "action"}):
+        output = None
+    steps = record.get("steps")
+    return {
+        "task": ticket["id"], "passed": output == ticket["expected"],
+        "input": {"subject": ticket["subject"], "body": ticket["body"]}, "output": output,
+        "expected": ticket["expected"], "error": record.get("error"),
+        "steps": steps if isinstance(steps, list) else [], "seconds": record.get("seconds"),
+    }  # fmt: skip
 
 
 def write_traces(records: list[dict[str, Any]], trace_dir: str, split: str) -> None:
@@ -77,28 +167,27 @@ def main() -> None:
     parser.add_argument("--holdout", action="store_true", help="evaluate on the holdout set")
     parser.add_argument("--trace-dir", default=os.environ.get("OVERNIGHT_TRACE_DIR", ""))
     parser.add_argument("--workers", type=int, default=8, help="parallel model calls")
+    parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.agent:
+        serve_agent(args.workers)
+        return
+    adopt_orphans()
     split = "holdout" if args.holdout else "search"
-
-    import harness  # the surface, imported after the locked modules
-
-    usage = Usage()
-    model, which = load_model(usage, HERE)
     tickets = load_tickets(split)
-    if model is None:  # the rules are instant; threads would only reorder nothing
-        records = [run_one(harness.triage, t, None) for t in tickets]
-    else:
-        with ThreadPoolExecutor(max(1, args.workers)) as pool:
-            records = list(pool.map(lambda t: run_one(harness.triage, t, model), tickets))
+    reply = ask_agent(tickets, args.workers)
+    answers = {str(r.get("task")): r for r in reply["records"] if isinstance(r, dict)}
+    records = [check(t, answers.get(t["id"])) for t in tickets]
     write_traces(records, args.trace_dir, split)
 
+    usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
     n = len(records)
     passed = sum(r["passed"] for r in records)
     label_ok = sum(bool(r["output"]) and r["output"]["label"] == r["expected"]["label"]
                    for r in records)  # fmt: skip
     errors = sum(r["error"] is not None for r in records)
     prefix = "holdout_" if args.holdout else ""
-    print(f"agent: {which}", file=sys.stderr)
+    print(f"agent: {reply.get('which')}", file=sys.stderr)
     if not args.holdout:
         for r in records:
             if not r["passed"]:
@@ -107,10 +196,10 @@ def main() -> None:
     print(f"{prefix}tasks: {n}")
     print(f"{prefix}label_accuracy: {label_ok / n:.4f}")
     print(f"{prefix}errors: {errors}")
-    if model is not None:
-        print(f"{prefix}model_calls: {usage.calls}")
-        print(f"{prefix}input_tokens: {usage.input_tokens}")
-        print(f"{prefix}output_tokens: {usage.output_tokens}")
+    if usage.get("calls"):
+        for key in ("calls", "input_tokens", "output_tokens"):
+            name = "model_calls" if key == "calls" else key
+            print(f"{prefix}{name}: {int(usage.get(key) or 0)}")
     print(f"{prefix}pass_rate: {passed / n:.4f}")
 
 

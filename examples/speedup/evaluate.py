@@ -10,6 +10,10 @@ Why each step is here — every one closes a known way to game a speed metric:
    (with edge cases), then on the timed batch too. One wrong answer fails the evaluation
    (exit 1: a crash, never a keep). Fast and wrong is not fast.
 4. Only the standard library may be imported: "pure Python" is part of the task.
+5. The metric is printed last, on stdout (overnight reads a trusted command's stdout
+   only), and only once nothing the candidate started is alive: this process adopts every
+   orphan of the candidate (Linux: a child subreaper) and kills them all before printing,
+   so no daemon of the candidate can append a better number after it.
 
 Prints `seconds: <wall time of the timed batch>` (the metric) and `pairs: <count>`.
 """
@@ -17,6 +21,7 @@ Prints `seconds: <wall time of the timed batch>` (the metric) and `pairs: <count
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -103,7 +108,38 @@ def check(pairs: list[list[str]], answers: list[int], what: str) -> None:
             sys.exit(f"{what}: distance({a!r}, {b!r}) returned {got!r}, expected {want}")
 
 
+def adopt_orphans() -> None:
+    """Become a child subreaper: what the candidate forks stays our descendant (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants() -> None:
+    """Kill whatever the candidate left running; orphans were adopted by this process."""
+    for _ in range(1000):
+        kids = []
+        for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []:
+            try:
+                with open(f"/proc/self/task/{tid}/children") as fh:
+                    kids += [int(k) for k in fh.read().split()]
+            except OSError:
+                pass
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
 def main() -> None:
+    adopt_orphans()
     rng = random.Random(int.from_bytes(os.urandom(8), "big"))
     check_set = EDGE_CASES + random_pairs(rng, CHECK_PAIRS)
     timed_set = random_pairs(rng, TIMED_PAIRS)
@@ -118,6 +154,7 @@ def main() -> None:
     child.stdin.close()
     if child.wait() != 0:
         sys.exit(f"the candidate process exited with code {child.returncode}")
+    kill_descendants()
     print(f"pairs: {len(timed_set)}")
     print(f"seconds: {seconds:.6f}")
 

@@ -42,6 +42,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _BRANCH_NAME = re.compile(r"^(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9_.-]*(?<!\.)$")
 _PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.-]*(:[A-Za-z_][\w.]*)?$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?)?$", re.IGNORECASE)
+_SIZE_PARTS = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -60,6 +61,15 @@ def parse_duration(value: str | int | float) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(DURATION_HINT)
     return seconds
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "512M", "8G", "1.5g", "100000" (binary units)."""
+    match = _SIZE_PARTS.match(text.strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
 
 
 def _normalize_pattern(pattern: str) -> str:
@@ -110,8 +120,10 @@ _GPUS = "expected distinct GPU indices >= 0, e.g. [0, 1]"
 GpuList = Annotated[
     list[int], _must(lambda v: len(set(v)) == len(v) and min(v, default=0) >= 0, _GPUS)
 ]
-_SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
-MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
+_SIZE = 'expected a size like "8G" or "512M", "auto" (90% of the machine) or "none"'
+Size = Annotated[str, _must(lambda v: _MEMORY.match(v.strip()), 'expected a size like "1M"')]
+MemorySize = Annotated[str, _must(lambda v: v.strip().lower() in ("", "none", "auto")
+                                  or _MEMORY.match(v.strip()), _SIZE)]  # fmt: skip
 
 
 # pydantic looks for plugins in the entry points of every installed package when it builds
@@ -160,6 +172,8 @@ class StudyConfig(_Section):
     ]
     protect: list[str] = Field(default_factory=list)
     budget: Duration
+    # A proposal's surface may be at most max(this, 4x the current best's) bytes.
+    max_surface: Size = "1M"
 
     @field_validator("surface", "protect")
     @classmethod
@@ -296,7 +310,7 @@ class ExecutorConfig(_Section):
 
 class SandboxConfig(_Section):
     network: bool = True
-    memory: MemorySize = ""
+    memory: MemorySize = "auto"
     pids: int = Field(default=0, ge=0)
     # Host paths hidden from every command but [holdout].command (e.g. holdout labels).
     hide: list[str] = Field(default_factory=list)

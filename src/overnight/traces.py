@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overnight.isolation import safefs
+
 # Trace folders of the metric runs (repeat 0, 1, …). Holdout, confirm and any other kind
 # of run write to other folders and never reach a prompt.
 SEARCH_DIR = re.compile(r"^traces(-\d+)?$")
@@ -192,11 +194,16 @@ class TraceSet:
 def _read(path: Path, rel: str, out: TraceSet) -> str | None:
     """The text of a trace file, or None (and a problem) when it cannot or must not be read.
     Every trace file is opened here and nowhere else."""
+    base = path
+    for _ in Path(rel).parts:
+        base = base.parent
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        # Never through a link, on the way or at the end: a run may point its traces at the
+        # holdout's (safefs refuses links and anything that is not a regular file).
+        if safefs.size(base, rel) > MAX_FILE_BYTES:
             out.problems.append(f"{rel}: larger than {MAX_FILE_BYTES >> 20} MiB, skipped")
             return None
-        return path.read_text(errors="replace")
+        return safefs.read_text(base, rel)
     except OSError as exc:
         out.problems.append(f"{rel}: {type(exc).__name__}: {exc}")
         return None
@@ -361,10 +368,8 @@ def load_traces(dirs: Iterable[Path]) -> TraceSet:
     own session logs) are the trial's, not task records."""
     out = TraceSet()
     for d in dirs:
-        if not d.is_dir():
-            continue
         jsonl, trajectories, results = [], [], []
-        for path in sorted(d.rglob("*")):
+        for path in sorted(safefs.walk_files(d)):  # links (to holdout traces) never followed
             inside = path.relative_to(d).parts
             if any(part.lower().startswith("holdout") for part in inside) or not path.is_file():
                 continue

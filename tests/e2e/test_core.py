@@ -233,6 +233,10 @@ def test_outside_surface_and_proposer_invalid(score_repo: Path, tmp_path: Path) 
 
 HOLD = """
 import os, time
+if os.environ.get("HOLD_HELPERS") and os.fork() == 0:  # a helper process the run starts
+    open(os.environ["HOLD_HELPERS"], "a").write(str(os.getpid()) + "\\n")
+    while True:
+        time.sleep(0.05)
 open(os.environ["HOLD_PIDS"], "a").write(str(os.getpid()) + "\\n")
 while os.path.exists(os.environ["HOLD_FILE"]):
     time.sleep(0.05)
@@ -296,17 +300,37 @@ def test_sigint_stops_cleanly_and_resume_continues(
 
 def test_kill9_during_run_then_resume(score_repo: Path, held: tuple[Path, dict[str, str]]) -> None:
     tmp, env = held
+    helpers = tmp / "helpers"
+    env = {**env, "HOLD_HELPERS": str(helpers)}
     (tmp / "hold").write_text("")
+
+    # kill -9 of the controller: the run's reaper takes the whole run down with it.
     proc = _start(score_repo, env, "-n", "3")
-    _wait_for(lambda: (tmp / "pids").exists() and (tmp / "pids").read_text().strip())
+    _wait_for(lambda: helpers.exists() and (tmp / "pids").exists()
+              and (tmp / "pids").read_text().strip())  # fmt: skip
+    watched = [psutil.Process(int(f.read_text().split()[0])) for f in (tmp / "pids", helpers)]
     proc.kill()
     proc.wait()
-    orphan = int((tmp / "pids").read_text().split()[0])
-    assert psutil.pid_exists(orphan)  # the run outlived its controller
+    gone, alive = psutil.wait_procs(watched, timeout=10)
+    assert not alive, alive
+
+    # The reaper killed outright too (as the OOM killer might): the run dies with it, its
+    # helper is orphaned, and recovery finds it by its marker.
+    resumed = _start(score_repo, env, "-n", "3")
+    _wait_for(lambda: len((tmp / "pids").read_text().split()) == 2
+              and len(helpers.read_text().split()) == 2)  # fmt: skip
+    run, helper = int((tmp / "pids").read_text().split()[1]), int(helpers.read_text().split()[1])
+    reaper = next(p for p in psutil.Process(run).parents()
+                  if "PR_SET_CHILD_SUBREAPER" in " ".join(p.cmdline()))  # fmt: skip
+    resumed.send_signal(signal.SIGSTOP)  # so that it cannot clean up after its reaper
+    reaper.kill()
+    resumed.kill()
+    resumed.wait()
+    assert psutil.pid_exists(helper)  # the helper outlived its controller
     resumed = _start(score_repo, env, "-n", "3")
     # The re-run of experiment 1 starts only after recovery killed the orphan.
-    _wait_for(lambda: len((tmp / "pids").read_text().split()) == 2)
-    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == "zombie"
+    _wait_for(lambda: len((tmp / "pids").read_text().split()) == 3)
+    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == "zombie"
     (tmp / "hold").unlink()
     out, err = resumed.communicate(timeout=60)
     assert resumed.returncode == 0, err

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_repo, run_cli, write_script
+from support.redteam import study_toml
 
 from overnight.isolation.sandbox import find_bwrap
 
@@ -117,36 +118,7 @@ def build(tmp_path: Path, sandbox: bool) -> tuple[Path, Path]:
     secret.mkdir()
     (secret / "labels.json").write_text(json.dumps([2 * x + OFFSET for x in HOLD]))
     (secret / "score_holdout.py").write_text(HOLDOUT)
-    toml = textwrap.dedent(f"""\
-        [study]
-        name = "rt"
-        surface = ["model.py"]
-        protect = ["data/val_labels.json"]
-        budget = "4s"
-
-        [run]
-        command = "{PY} model.py"
-
-        [metric]
-        name = "error"
-        goal = "minimize"
-        command = "{PY} evaluate.py"
-
-        [holdout]
-        command = "{PY} {secret}/score_holdout.py"
-        name = "holdout_error"
-        goal = "minimize"
-
-        [proposer]
-        kind = "support.spy:SpyProposer"
-
-        [stop]  # every exploit is meant to fail: no circuit breaker may end the night early
-        max_failures_in_row = 0
-        max_same_failure = 0
-        failure_window = 0
-        """)
-    if sandbox:
-        toml += f'\n[sandbox]\nnetwork = false\nhide = ["{secret}"]\n'
+    toml = study_toml(secret, "data/val_labels.json", "4s", sandbox)
     repo = make_repo(tmp_path / "repo", {
         "model.py": MODEL, "evaluate.py": EVALUATE, "overnight.toml": toml,
         "data/inputs.json": json.dumps({"val": VAL, "holdout": HOLD}),

@@ -175,7 +175,9 @@ def test_overnight_toml_pairs_the_agents_and_passes_the_task_key() -> None:
 
     cfg = tomllib.loads((EXAMPLE / "overnight.toml").read_text())
     assert cfg["study"]["surface"] == ["harness.py"]
-    assert cfg["metric"] == {"name": "pass_rate", "goal": "maximize"}
+    # The trusted evaluator gives the metric; the agent it runs cannot print one.
+    assert cfg["metric"] == {"name": "pass_rate", "goal": "maximize",
+                             "command": "python evaluate.py"}  # fmt: skip
     assert cfg["holdout"]["command"] == "python evaluate.py --holdout"
     assert cfg["holdout"]["name"] == "holdout_pass_rate"
     assert cfg["run"]["pass_env"] == ["HARNESS_API_KEY"]

@@ -214,6 +214,29 @@ def test_worker_runs_the_candidate_and_sees_locked_changes(
     _wait_for(lambda: not any((tmp_path / "node" / "overnight-ray" / "runs").iterdir()), 10)
 
 
+def test_worker_resets_the_copy_between_the_run_and_the_evaluator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the run plants (a shadowing module, a link, a rewritten locked file it restores
+    itself later) never reaches the trusted evaluator on a node either."""
+    monkeypatch.setenv("OVERNIGHT_RAY_WORKDIR", str(tmp_path / "node"))
+    run = ("import os\nopen('json.py', 'w').write('print(\"score: 0\")')\n"
+           "os.makedirs('__pycache__')\nos.symlink('/etc', 'etc')\n"
+           "open('lock.txt', 'w').write('rewritten')\nopen('s.py', 'w').write('changed')\n")
+    evaluator = ("import os, sys\nsys.path.insert(0, '.')\nimport json\n"
+                 "print(sorted(os.listdir('.')), open('lock.txt').read().strip(), "
+                 "open('s.py').read()[:5])\nprint('score: 1')\n")  # fmt: skip
+    (tmp_path / "ev.py").write_text(evaluator)
+    spec = _spec(tmp_path, {"s.py": run}, [("run", f"{PY} s.py"), ("metric", f"{PY} "
+                                                                   f"{tmp_path / 'ev.py'}")])
+    tar = spec.pop("_tar")
+    out = ray_worker.run_task(spec, fetch=lambda: tar)
+    assert [s["exit_code"] for s in out["report"]["steps"]] == [0, 0]
+    seen = out["logs"]["metric-1.stdout"].decode()
+    assert seen.splitlines()[0] == "['lock.txt', 's.py'] locked impor"
+    assert out["report"]["changed"] == ["lock.txt", "s.py"]
+
+
 def test_capped_logs_and_dirs(tmp_path: Path) -> None:
     log = tmp_path / "big.log"
     log.write_bytes(b"head\n" + b"x" * 5000 + b"\ntail\n")

@@ -9,14 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from overnight.isolation.runner import (
-    RunOutcome,
-    kill_marked,
-    output_tail,
-    run_command,
-    scrub_env,
-    tail_text,
-)
+from overnight.isolation.capture import output_tail, tail_text
+from overnight.isolation.runner import RunOutcome, kill_marked, run_command, scrub_env
 
 PY = sys.executable
 
@@ -264,3 +258,112 @@ def test_kill_marked_spares_the_caller_and_its_ancestors(tmp_path: Path) -> None
 def test_many_short_lived_children_do_not_pile_up(tmp_path: Path) -> None:
     outcome = run(tmp_path, "for i in $(seq 40); do /bin/true & sleep 0.005; done; wait")
     assert outcome.exit_code == 0
+
+
+def test_a_run_dies_with_its_controller(tmp_path: Path) -> None:
+    """kill -9 of the controller: the run's reaper is told and takes the whole tree down,
+    a double-forked daemon with a cleared environment included."""
+    pids = tmp_path / "pids"
+    naptime = f"60.{os.getpid()}"  # recognisable among the machine's processes
+    command = (
+        f"{sys.executable} -c \"import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+        f"    if os.fork() == 0:\n        os.execve('/bin/sleep', ['sleep', '{naptime}'], {{}})\n"
+        f"    os._exit(0)\ntime.sleep(60)\" & echo $! >> {pids}; wait"
+    )
+    controller = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from overnight.isolation.runner import "
+        "run_command; p = Path(sys.argv[1]); run_command(sys.argv[2], cwd=p, env={'PATH': "
+        "'/usr/bin:/bin'}, budget_s=60, stdout_path=p / 'o', stderr_path=p / 'e', marker='m')"
+    ), str(tmp_path), command])  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (pids.exists() and pids.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run = psutil.Process(int(pids.read_text().split()[0]))
+    sleepers = lambda: [p for p in psutil.process_iter(["cmdline"])  # noqa: E731
+                        if p.info["cmdline"] == ["sleep", naptime]]  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not sleepers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemons = sleepers()
+    assert daemons, "the daemon did not start"
+    controller.kill()
+    controller.wait()
+    gone, alive = psutil.wait_procs([run, *daemons], timeout=10)
+    assert not alive, alive
+
+
+# A daemon no net but the reaper can catch: double-forked, setsid, environment cleared (no
+# marker), and started after the last poll could see it. It writes its pid, then lives.
+SCRUBBED = """
+import os, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        code = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); " \\
+               "time.sleep(60)"
+        os.execve(sys.executable, [sys.executable, "-c", code, sys.argv[1]], {})
+    os._exit(0)
+"""
+
+
+def test_the_reaper_catches_a_scrubbed_setsid_daemon(tmp_path: Path) -> None:
+    (tmp_path / "d.py").write_text(SCRUBBED)
+    proof = tmp_path / "daemon.pid"
+    # The run waits for the daemon's pid file, so the daemon exists before the run ends.
+    outcome = run(tmp_path, f"{PY} d.py {proof}; while [ ! -s {proof} ]; do sleep 0.01; done")
+    assert outcome.exit_code == 0
+    assert dead(int(proof.read_text()))
+
+
+def test_logs_are_capped_head_and_tail_with_the_cut_named(tmp_path: Path) -> None:
+    code = ("import sys\nsys.stdout.write('HEAD\\n')\nfor i in range(3000):\n"
+            "    sys.stdout.write(f'line {i:06d} ' + 'x' * 1000 + '\\n')\n"
+            "sys.stdout.write('error: 7\\n')\nsys.stderr.write('e' * 10)\n")  # fmt: skip
+    (tmp_path / "chatty.py").write_text(code)
+    outcome = run(tmp_path, f"{PY} chatty.py", log_cap=1 << 20)
+    assert outcome.exit_code == 0
+    data = outcome.stdout_path.read_bytes()
+    assert len(data) < (1 << 20) + 400 and data.startswith(b"HEAD\n")
+    assert data.endswith(b"error: 7\n")  # the last metric line survives the cap
+    assert b"not kept: logs keep the first 256 KiB and the last 768 KiB" in data
+    assert outcome.stderr_path.read_bytes() == b"e" * 10
+    assert len(outcome.notes) == 1 and "stdout.log" in outcome.notes[0]
+
+
+def test_a_planted_log_link_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "stdout.log").symlink_to(target)
+    os.mkfifo(tmp_path / "logs" / "stderr.log")  # would block an open() for writing
+    outcome = run(tmp_path, "echo hello; echo oops >&2")
+    assert target.read_text() == "keep me"
+    assert outcome.stdout_path.read_text() == "hello\n"
+    assert outcome.stderr_path.read_text() == "oops\n"
+    # Reading refuses links too: a log that is a link shows nothing.
+    outcome.stdout_path.unlink()
+    outcome.stdout_path.symlink_to(target)
+    assert tail_text(outcome.stdout_path, 100) == ""
+    assert "keep me" not in output_tail(outcome.stdout_path, outcome.stderr_path)
+
+
+def test_output_order_is_the_order_of_writes(tmp_path: Path) -> None:
+    """A child that reopens its parent's stdout through /proc and writes past the end of
+    the file would land after the parent's last line; through a pipe it cannot."""
+    child = ("import os\nfd = os.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY)\n"
+             "try:\n    os.lseek(fd, 1 << 20, 0)\nexcept OSError:\n    pass\n"
+             "os.write(fd, b'\\nerror: 0\\n')\n")  # fmt: skip
+    parent = (f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}], "
+              "stdout=subprocess.DEVNULL)\nprint('error: 5')\n")  # fmt: skip
+    (tmp_path / "evaluator.py").write_text(parent)
+    outcome = run(tmp_path, f"{PY} evaluator.py")
+    assert outcome.exit_code == 0
+    assert outcome.stdout_path.read_text().rstrip().splitlines()[-1] == "error: 5"
+
+
+def test_memory_over_the_limit_is_killed_with_the_reason(tmp_path: Path) -> None:
+    hog = "import time\nblock = bytearray(300 << 20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+    (tmp_path / "hog.py").write_text(hog + "time.sleep(30)\n")
+    outcome = run(tmp_path, f"{PY} hog.py", budget_s=30, max_rss=100 << 20)
+    assert outcome.exit_code is None and not outcome.timed_out
+    assert "over the limit of 100 MiB" in outcome.killed_because

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from conftest import git, make_repo, run_cli, write_script
 
-from overnight.config import SandboxConfig
+from overnight.config import SandboxConfig, parse_size
 from overnight.errors import UsageError
 from overnight.isolation.runner import RunOutcome, run_command
-from overnight.isolation.sandbox import Limits, Sandbox, find_bwrap, parse_size
+from overnight.isolation.sandbox import Limits, Sandbox, find_bwrap
 
 PY = sys.executable
 

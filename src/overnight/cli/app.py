@@ -54,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["--help"]  # bare `overnight`: the help, like `overnight --help`
+    from overnight.isolation import secrets
+
+    # From here on the process environment holds no secret: they live in memory only, out
+    # of /proc/<pid>/environ and out of every git command or hook the controller starts.
+    secrets.seal()
     try:
         code = app(args=args, prog_name="overnight", standalone_mode=False)
     except OvernightError as exc:

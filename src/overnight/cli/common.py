@@ -1,10 +1,11 @@
 """What every command shares: the typer app, common options, opening a study, JSON out."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from overnight import jsonout
 
 app = typer.Typer(
     add_completion=False,
@@ -48,5 +49,6 @@ def open_study(config: Path | None, *, cached: bool = False) -> Any:
 
 def emit_json(data: Any, compact: bool = False) -> None:
     # Indenting 100,000 log rows costs seconds in the stdlib encoder; big outputs go compact.
-    typer.echo(json.dumps(data, indent=None if compact else 2, default=str))
+    # Strict JSON: a run that printed `aux: nan` gives null, never a bare NaN.
+    typer.echo(jsonout.dumps(data, indent=None if compact else 2))
 

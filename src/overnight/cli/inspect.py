@@ -90,7 +90,7 @@ def show(
 ) -> None:
     """One experiment: diff, metrics, verdict and reason, rationale, log tails."""
     from overnight.cli.view import seconds
-    from overnight.isolation.runner import tail_text
+    from overnight.isolation.capture import tail_text
     from overnight.judging.rules import fmt
 
     study = open_study(config, cached=True)

@@ -152,7 +152,10 @@ def run(
     typer.echo(f"overnight: study {study.name} (branch {study.branch}): setting up…")
     from overnight.cli.view import LiveView, PlainView, View
     from overnight.experiment.loop import RunOptions, run_study
+    from overnight.isolation import secrets
+    from overnight.isolation.redact import proposer_key_env
 
+    secrets.seal([proposer_key_env(study.cfg.proposer)])  # whatever the variable's name
     opts = RunOptions(
         experiments=experiments, hours=hours, patience=patience, proposer=proposer,
         seed=seed, max_cost=max_cost, workers=workers, executor=executor, lookahead=lookahead,

@@ -38,6 +38,8 @@ surface = {_array(surface)}
 protect = []
 # Wall-clock limit of one run; the whole process tree is killed when it is exceeded.
 budget = {_q(budget)}
+# A proposal whose surface is larger than max(this, 4x the current best's) is invalid.
+max_surface = "1M"
 
 [run]
 # The experiment, run in the candidate's worktree; it prints "{metric}: <number>".
@@ -48,7 +50,9 @@ pass_env = []
 [metric]
 name = {_q(metric)}
 goal = {_q(goal)}
-# Optional trusted evaluator run after [run]; the metric is then read from ITS output only.
+# Optional trusted evaluator run after [run]; the metric is then read from ITS stdout only.
+# It sees the candidate commit, the protected files and $OVERNIGHT_ARTIFACT_DIR: nothing
+# else the run left in the worktree.
 command = ""
 # Required gain over the best: an absolute number, or a relative one like "0.5%".
 min_improvement = 0
@@ -118,7 +122,7 @@ prefer_simpler = false
 # Isolation of runs; network = false makes overnight refuse to run without a sandbox.
 #[sandbox]
 #network = true
-#memory = ""
+#memory = "auto"               # a run's processes may hold 90% of RAM; "8G"; "none"
 #pids = 0
 #hide = []                     # paths hidden from runs (holdout labels); [holdout] sees them
 #expose = []                   # paths in your home a run may read ("~/.cache/x", ":rw" to write)

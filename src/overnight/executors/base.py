@@ -46,6 +46,8 @@ class StepFacts:
     stdout: str  # paths of its logs in the experiment folder
     stderr: str
     output_tail: str = ""  # head and tail of stdout then stderr, bounded
+    killed_because: str = ""  # the runner killed it for a reason other than the budget
+    notes: list[str] = field(default_factory=list)  # caps applied to its logs, named
 
     @property
     def failed(self) -> bool:

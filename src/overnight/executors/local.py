@@ -9,6 +9,7 @@ from pathlib import Path
 from overnight.executors.base import BaseExecutor, RunFacts, RunTask
 from overnight.executors.steps import run_steps
 from overnight.git.workspace import Workspace
+from overnight.isolation import safefs
 from overnight.isolation.integrity import ProtectedFiles, outside_surface
 from overnight.isolation.sandbox import Sandbox
 
@@ -45,23 +46,33 @@ class LocalExecutor(BaseExecutor):
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpus[task.slot % len(self.gpus)])
         for d in ("OVERNIGHT_TRACE_DIR", "OVERNIGHT_ARTIFACT_DIR"):
             if d in env:
+                if Path(env[d]).is_symlink():  # planted by an earlier run: never followed
+                    safefs.remove(Path(env[d]))
                 Path(env[d]).mkdir(parents=True, exist_ok=True)
         changed: set[str] = set()
-        try:
-            steps = run_steps(
-                task, path, env, Path(task.exp_dir), stop=self._stop,
-                wrap=lambda label: self._wrap(task, path, env, label),
-            )  # fmt: skip
-        finally:
+
+        def reset(_label: str = "") -> None:
             # What the run changed is a fact to report; the files are put back either way,
-            # and whatever it left in the worktree (untracked, ignored) is deleted.
+            # and whatever it left in the worktree (untracked, ignored) is deleted. Between
+            # the experiment and the trusted evaluator too: the evaluator sees the candidate
+            # commit, the protected files and $OVERNIGHT_ARTIFACT_DIR, nothing else the
+            # experiment wrote (a module shadowing one it imports, a forged __pycache__).
             changed.update(wt.clean(keep))
             changed.update(self.protected.changed(path))
             self.protected.sync(path)
+
+        try:
+            steps = run_steps(
+                task, path, env, Path(task.exp_dir), stop=self._stop,
+                wrap=lambda label: self._wrap(task, path, env, label), between=reset,
+                max_rss=self.sandbox.max_rss if self.sandbox is not None else "auto",
+            )  # fmt: skip
+        finally:
+            reset()
         return RunFacts(
             experiment=task.experiment, repeat=task.repeat, kind=task.kind, steps=steps,
             changed=sorted(changed),
-            isolation=self.sandbox.describe() if self.sandbox else "none",
+            isolation=self.sandbox.describe() if self.sandbox is not None else "none",
         )  # fmt: skip
 
     def _wrap(

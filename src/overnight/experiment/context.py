@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from overnight.isolation.runner import tail_text
+from overnight.isolation.capture import tail_text
 from overnight.proposers.base import Context, Remaining
 from overnight.store.records import ExperimentRecord
 from overnight.store.study import Study

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from overnight.config import parse_size
 from overnight.errors import FlagSource, OvernightError, UsageError
 from overnight.executors.registry import make_executor
 from overnight.experiment import stopping
@@ -33,6 +34,7 @@ from overnight.git.checkout import check_checkout, checkout_state
 from overnight.isolation.runner import kill_marked
 from overnight.judging.rules import Verdict
 from overnight.judging.verdict import HoldoutRecord, VerdictRecord
+from overnight.proposers.admit import admit, admit_files
 from overnight.proposers.base import BaseProposer
 from overnight.proposers.registry import load_proposer
 from overnight.store.ledger import Ledger
@@ -191,7 +193,7 @@ class Loop:
                         lambda: self.stop_reason)  # fmt: skip
         self.measurers = [base.for_slot(i) for i in range(self.slots)]
         self.pipeline = Pipeline(cfg, self.rec, self.measurers, self.ws, self.surface,
-                                 self.proposer.rebase, self.view)  # fmt: skip
+                                 self._rebase, self.view)  # fmt: skip
         self._remeasuring = threading.Lock()
         self.view.message(why)
         if dirty:
@@ -329,18 +331,29 @@ class Loop:
                 raise Interrupted
         if "e" in box:
             exc = box["e"]
-            proposal = Proposal(
+            box["p"] = Proposal(
                 files={}, description="proposer error", proposer=self.proposer.name,
                 invalid_reason=f"proposer failed: {type(exc).__name__}: {exc}",
             )  # fmt: skip
-        else:
-            proposal = box["p"]
+        # Well-formed, encodable and within the caps before anything records it.
+        proposal = admit(box.get("p"), ctx.surface, parse_size(self.cfg.study.max_surface),
+                         self.proposer.name)  # fmt: skip
         proposal.proposer = proposal.proposer or self.proposer.name
         # What the change was made on: the context's best, unless the proposer knows better
         # (a submission waited for is made on the best of the moment it arrived).
         proposal.base_commit = proposal.base_commit or ctx.best_commit
         self.rec.waiting(proposal)
         return proposal
+
+    def _rebase(self, proposal: Proposal, best: dict[str, str]) -> dict[str, str] | None:
+        """The proposer's own re-application of its change; a fault in it falls back to the
+        three-way merge instead of stopping the night before the proposal is recorded."""
+        try:
+            files = self.proposer.rebase(proposal, best)
+        except Exception as exc:  # noqa: BLE001 - proposer code
+            self.view.message(f"proposer.rebase failed: {type(exc).__name__}: {exc}")
+            return None
+        return None if files is None else admit_files(files)
 
     def _context(self) -> Any:
         best = self.rec.best

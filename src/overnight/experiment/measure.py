@@ -146,7 +146,12 @@ class Measurer:
     def measured(self, facts: RunFacts, metric_from: str, metric_name: str) -> Run:
         """The executor's facts judged once, the same way for every executor."""
         step = facts.step(metric_from)
-        metrics = read_metrics(Path(step.stdout), Path(step.stderr)) if step else {}
+        # A trusted command (`[metric]`, `[holdout]`) is read from its stdout alone: the
+        # candidate it runs may share its stderr; the run alone may use either stream.
+        logs = [Path(step.stdout)] if step else []
+        if step and metric_from == "run":
+            logs.append(Path(step.stderr))
+        metrics = read_metrics(*logs)
         locked = outside_surface(facts.changed, self.surface)
         value, err = primary_value(metrics, metric_name)
         failed = facts.failed_step
@@ -159,6 +164,8 @@ class Measurer:
             error = f"the run changed locked files: {', '.join(locked[:10])}"
         elif facts.lost:
             error = facts.lost
+        elif failed is not None and failed.killed_because:
+            error = f"{failed.label} command {failed.killed_because}"
         elif failed is not None and failed.timed_out:
             where = "" if failed.label == "run" else f" ({failed.label} command)"
             error = f"killed at the budget of {self.cfg.study.budget:g}s{where}"

@@ -6,10 +6,10 @@ and by `finish --ablate`."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from overnight.config import resolve_surface
+from overnight.isolation import secrets
 from overnight.isolation.integrity import ProtectedFiles
 from overnight.isolation.redact import run_environment
 from overnight.isolation.sandbox import Sandbox
@@ -38,7 +38,10 @@ def prepare_runs(study: Study, start_commit: str) -> RunSetup:
     protected = ProtectedFiles(study.root, cfg.study.protect, tracked)
     # The same isolation for every run of a study: numbers measured under other conditions
     # would not be comparable, and `network = false` is a promise, not a preference.
-    sandbox = Sandbox(cfg.sandbox, study.root, dict(os.environ))
+    # The environment the controller started with: a sealed `pass_env` secret still reaches
+    # the runs that were given it.
+    environ = secrets.environ()
+    sandbox = Sandbox(cfg.sandbox, study.root, environ)
     sandbox.check()
-    return RunSetup(surface, protected, sandbox, run_environment(cfg, dict(os.environ)),
+    return RunSetup(surface, protected, sandbox, run_environment(cfg, environ),
                     marker_prefix(study))  # fmt: skip

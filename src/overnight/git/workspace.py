@@ -11,7 +11,6 @@ planted in `.git/hooks` ever executes with the controller's environment.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping
@@ -19,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from overnight.errors import OvernightError, UsageError
+from overnight.isolation import safefs
 
 TRAILER = "Overnight-Experiment"
 _FALLBACK_NAME, _FALLBACK_EMAIL = "overnight", "overnight@localhost"
 # Options put in front of every git command the controller runs: hooks are never run (a
 # run may have written one), and no pager or credential prompt can block the controller.
-_SAFE = ("-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat", "-c", "credential.helper=")
+# The fsmonitor is a command too, named by a config file a run can write without the sandbox.
+SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+                "-c", "core.pager=cat", "-c", "credential.helper=")  # fmt: skip
 _BLOB, _EXEC, _LINK = 0o100644, 0o100755, 0o120000
 
 
@@ -42,7 +44,7 @@ def git(
     """Run one git command (hooks disabled) and return its stdout (text)."""
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(
-        ["git", *_SAFE, *args],
+        ["git", *SAFE_OPTIONS, *args],
         cwd=cwd,
         input=data,
         capture_output=True,
@@ -207,7 +209,9 @@ class Workspace:
         }
 
     def diff(self, parent: str, commit: str) -> str:
-        return git("diff", "--no-color", parent, commit, cwd=self.root)
+        # No external diff or textconv command: a run could have configured one.
+        return git("diff", "--no-color", "--no-ext-diff", "--no-textconv", parent, commit,
+                   cwd=self.root)  # fmt: skip
 
     # -- writing candidates ---------------------------------------------------------------
 
@@ -252,8 +256,7 @@ class Workspace:
             if wt is None:
                 path = self.worktree_path(slot)
                 if not (path / ".git").is_file():
-                    if path.exists() or path.is_symlink():  # half-created by a killed run
-                        _remove(path)
+                    safefs.remove(path)  # half-created by a killed run
                     self.worktrees_dir.mkdir(parents=True, exist_ok=True)
                     git("worktree", "prune", cwd=self.root)
                     head = self.branch_head() or self.user_head()
@@ -304,6 +307,7 @@ class Worktree:
         self.path = path
         self._repo: Any = None
         self.commit: str | None = None  # what the files hold, once known to be clean
+        self._index: tuple[int, int, int, int] | None = None  # the index as we wrote it
 
     @property
     def repo(self) -> Any:
@@ -322,6 +326,7 @@ class Worktree:
             repo.set_head(target.id)
             repo.index.read_tree(target.tree)
             repo.index.write()
+            self._index = self._index_stamp()
             self.commit = commit
             self.clean(keep)
         elif self.commit != commit:
@@ -330,10 +335,9 @@ class Worktree:
             for delta in repo.diff(old.tree, target.tree).deltas:
                 path = delta.new_file.path
                 if delta.status_char() == "D":
-                    _unlink_safely(self.path, path)
+                    safefs.unlink_inside(self.path, path)
                 else:
-                    entry = target.tree[path]
-                    _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
+                    self._restore(target.tree, path)
                 changed.append(path)
             # The worktree's index keeps the tree it was first checked out at: candidates
             # differ from it only in surface files, so rewriting it (a cost that grows with
@@ -356,25 +360,62 @@ class Worktree:
         return sorted(changed), sorted(extra)
 
     def clean(self, keep: Iterable[str] = ()) -> list[str]:
-        """Restore tracked files to the commit and delete everything else (except `keep`).
-        Returns the tracked files that had been changed."""
+        """Restore tracked files to the commit and delete everything else (except `keep`):
+        what `git checkout -f && git clean -ffdx` would leave, done in-process and never
+        through a link. Returns the tracked files that had been changed."""
         assert self.commit is not None
         keep_set = set(keep)
+        tree = self.repo.revparse_single(self.commit).peel(_pygit2().Commit).tree
+        if self._index_stamp() != self._index:
+            # Status trusts the index; a run could have rewritten it (without the sandbox)
+            # to make a planted file look tracked. Rebuilt from the commit, every file is
+            # compared by content once.
+            self.repo.index.read_tree(tree)
+            self.repo.index.write()
+            self._index = self._index_stamp()
         changed, extra = self.status()
         for path in extra:
-            if path.rstrip("/") not in keep_set:
-                _unlink_safely(self.path, path.rstrip("/"))
-        if changed:
-            repo = self.repo
-            tree = repo.revparse_single(self.commit).peel(_pygit2().Commit).tree
-            for path in changed:
-                try:
-                    entry = tree[path]
-                except KeyError:
-                    _unlink_safely(self.path, path)
-                    continue
-                _write_safely(self.path, path, repo[entry.id].data, entry.filemode)
-        return changed
+            rel = path.rstrip("/")
+            if rel in keep_set:
+                continue
+            if _in_tree(tree, rel):
+                # New in this candidate (a surface file the index has not seen): it stays,
+                # with the commit's content whatever the run made of it.
+                if self._differs(tree, rel):
+                    self._restore(tree, rel)
+                    changed.append(rel)
+                continue
+            safefs.unlink_inside(self.path, rel)
+        for path in changed:
+            if _in_tree(tree, path):
+                self._restore(tree, path)
+            else:
+                safefs.unlink_inside(self.path, path)
+        return sorted(set(changed))
+
+    def _index_stamp(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(Path(self.repo.path) / "index")
+        except OSError:
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def _restore(self, tree: Any, rel: str) -> None:
+        entry = tree[rel]
+        try:
+            safefs.write_inside(self.path, rel, self.repo[entry.id].data,
+                                0o755 if entry.filemode == _EXEC else 0o644,
+                                link=entry.filemode == _LINK)  # fmt: skip
+        except OSError as exc:
+            raise GitError(f"cannot restore {rel}: {exc}") from exc
+
+    def _differs(self, tree: Any, rel: str) -> bool:
+        entry = tree[rel]
+        try:
+            data = safefs.read_bytes(self.path, rel)
+        except OSError:
+            return True
+        return data != self.repo[entry.id].data
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -423,60 +464,8 @@ def _replace(repo: Any, tree: Any, files: Mapping[str, bytes | None]) -> Any:
     return builder.write()
 
 
-def _inside(root: Path, rel: str, create: bool = False) -> Path | None:
-    """`root/rel`, or None when a parent on the way is not a real directory (say, a symlink
-    a run put there): the controller never writes or deletes through a link. With
-    `create`, such a parent is replaced by a real directory first."""
-    parts = Path(rel).parts
-    if not parts or any(p in ("..", "") for p in parts) or Path(rel).is_absolute():
-        return None
-    cur = root
-    for part in parts[:-1]:
-        cur = cur / part
-        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
-            if not create:
-                return None
-            cur.unlink()
-        if not cur.exists():
-            if not create:
-                return None
-            cur.mkdir()
-    return root.joinpath(*parts)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _unlink_safely(root: Path, rel: str) -> None:
-    target = _inside(root, rel)
-    if target is None:
-        return
-    _remove(target)
-    # Drop directories the deletion left empty (a run's `pkg/` shadowing a module).
-    parent = target.parent
-    while parent != root and parent.is_dir() and not parent.is_symlink():
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
-
-
-def _write_safely(root: Path, rel: str, data: bytes, mode: int) -> None:
-    target = _inside(root, rel, create=True)
-    if target is None:
-        raise GitError(f"cannot restore {rel}: a parent directory is not a directory")
-    if target.is_symlink() or target.is_dir():
-        _remove(target)
-    if mode == _LINK:
-        target.unlink(missing_ok=True)
-        os.symlink(data.decode(errors="replace"), target)
-        return
-    tmp = target.with_name(f".{target.name}.overnight-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o755 if mode == _EXEC else 0o644)
-    os.replace(tmp, target)
+def _in_tree(tree: Any, path: str) -> bool:
+    try:
+        return tree[path].type_str == "blob"
+    except KeyError:
+        return False

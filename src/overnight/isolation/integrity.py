@@ -5,9 +5,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import shutil
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from overnight.isolation import safefs
 
 
 def surface_hash(files: Mapping[str, str]) -> str:
@@ -72,34 +74,51 @@ class ProtectedFiles:
         return list(self.files)
 
     def sync(self, worktree: Path) -> None:
-        """Make the worktree's copies identical to the user's originals."""
+        """Make the worktree's copies identical to the user's originals. A copy is written
+        only as a regular file inside the worktree: a folder on its way that a run swapped
+        for a link is replaced by a real folder, never written through."""
         for rel in self.files:
-            dst = worktree / rel
-            st = self._stat(dst)
+            st = self._stat(worktree, rel)
             if st is not None and self._stats.get((worktree, rel)) == st:
                 continue
-            if st is None or _digest(dst) != self.reference[rel]:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if dst.exists() or dst.is_symlink():
-                    dst.unlink()
-                shutil.copy2(self.root / rel, dst)
-            self._stats[(worktree, rel)] = self._stat(dst)  # type: ignore[assignment]
+            if st is None or self._digest_in(worktree, rel) != self.reference[rel]:
+                safefs.copy_inside(self.root / rel, worktree, rel)
+            self._stats[(worktree, rel)] = self._stat(worktree, rel)  # type: ignore[assignment]
 
     def changed(self, worktree: Path) -> list[str]:
         out = []
         for rel in self.files:
-            dst = worktree / rel
-            st = self._stat(dst)
+            st = self._stat(worktree, rel)
             if st is not None and self._stats.get((worktree, rel)) == st:
                 continue
-            if st is None or dst.is_symlink() or _digest(dst) != self.reference[rel]:
+            if st is None or self._digest_in(worktree, rel) != self.reference[rel]:
                 out.append(rel)
         return out
 
     @staticmethod
-    def _stat(path: Path) -> tuple[int, int, int] | None:
+    def _digest_in(worktree: Path, rel: str) -> str | None:
+        """The hash of the regular file `worktree/rel`; None when a link is on the way."""
         try:
-            st = os.lstat(path)
+            fd = safefs.open_read(worktree, rel)
+        except OSError:
+            return None
+        h = hashlib.sha256()
+        with os.fdopen(fd, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    @staticmethod
+    def _stat(worktree: Path, rel: str) -> tuple[int, int, int, int] | None:
+        """Size, mtime, ctime and inode of `worktree/rel`; None when it is missing or a link
+        is on the way. The ctime is in it because no process can set it: a file rewritten
+        and given back its old mtime still counts as touched."""
+        if safefs.inside(worktree, rel) is None:
+            return None
+        try:
+            st = os.lstat(worktree / rel)
         except FileNotFoundError:
             return None
-        return (st.st_size, st.st_mtime_ns, st.st_ino)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)

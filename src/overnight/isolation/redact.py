@@ -8,11 +8,11 @@ value never reaches the ledger, the experiment folders or a commit.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from overnight.isolation import secrets
 from overnight.store.records import Proposal
 
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -39,7 +39,7 @@ class Redactor:
 
     @classmethod
     def from_env(cls, *names: str, environ: Mapping[str, str] | None = None) -> Redactor:
-        env = os.environ if environ is None else environ
+        env = secrets.environ() if environ is None else environ
         return cls({name: env.get(name, "") for name in names if name})
 
     def __bool__(self) -> bool:

@@ -1,6 +1,9 @@
 """Run one shell command under a wall-clock budget; nothing it started may survive it.
 
-Three nets catch the processes of a run, because each alone has holes:
+The command runs under a per-run reaper (isolation/reaper.py), a child subreaper that
+adopts every orphan of the run, so a double-forked `setsid()` daemon that cleared its
+environment stays a descendant. Three more nets catch the processes of a run, because each
+alone has holes (and the reaper exists only on Linux):
 - descendants seen while polling (catches children that cleared their environment),
 - the process group (catches what was forked between two polls and stayed in the group),
 - the environment marker `OVERNIGHT_RUN_MARKER=<marker>`, inherited by everything the run
@@ -13,23 +16,24 @@ import contextlib
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from overnight.errors import OvernightError
+from overnight.isolation.capture import LOG_CAP, Capture, human, output_tail
+from overnight.isolation.reaper import reaper_prefix
+from overnight.isolation.secrets import looks_secret
 
-SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 MARKER_VAR = "OVERNIGHT_RUN_MARKER"
 
-HEAD_BYTES = 4 * 1024
-TAIL_BYTES = 12 * 1024
 # Tracking descendants costs a walk of the tree; this is its period and the worst-case
 # delay before a stop request is noticed.
 POLL_S = 0.05
@@ -47,8 +51,19 @@ def scrub_env(
         name: value
         for name, value in base.items()
         if name not in dropped
-        and (name in keep or not any(word in name.upper() for word in SECRET_WORDS))
+        and (name in keep or not looks_secret(name))
     }
+
+
+# Without an explicit `[sandbox] memory`, a run may use this share of the machine's memory
+# (resident, summed over its processes) before it is killed: enough for any run meant to
+# fit, and the controller that records the night keeps room to work.
+AUTO_MEMORY_SHARE = 0.9
+
+
+def auto_memory_limit() -> int:
+    """The default memory limit of a run on this machine, in bytes."""
+    return int(psutil.virtual_memory().total * AUTO_MEMORY_SHARE)
 
 
 @dataclass
@@ -60,6 +75,9 @@ class RunOutcome:
     stdout_path: Path
     stderr_path: Path
     output_tail: str
+    # Why the runner killed it besides the budget ("memory …"), and the log caps applied.
+    killed_because: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 # --- finding processes -------------------------------------------------------------------
@@ -253,6 +271,14 @@ class _Tree:
         self.seen = {p.pid: p for p in live}
         return live
 
+    def rss(self) -> int:
+        """Resident memory of the run's live processes (as last tracked), in bytes."""
+        total = 0
+        for proc in list(self.seen.values()):
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
     def _killpg(self, sig: int) -> None:
         with contextlib.suppress(OSError):
             os.killpg(self.pgid, sig)
@@ -279,26 +305,34 @@ def run_command(
     stop: threading.Event | None = None,
     wrap: Sequence[str] = (),
     grace_s: float = 0.5,
+    max_rss: int | None = None,
+    log_cap: int = LOG_CAP,
 ) -> RunOutcome:
-    """Run `command` with bash in `cwd`; kill its whole tree at `budget_s` or on `stop`."""
+    """Run `command` with bash in `cwd`; kill its whole tree at `budget_s`, on `stop`, or
+    once its processes hold more than `max_rss` bytes of memory. Its output goes to the two
+    log files through pipes, at most `log_cap` bytes of each kept (head and tail)."""
     if not marker:
         raise ValueError("run_command needs a non-empty marker")
     stdout_path, stderr_path = Path(stdout_path), Path(stderr_path)
-    stdout_path.parent.mkdir(parents=True, exist_ok=True)
-    stderr_path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [*wrap, "/bin/bash", "-c", command]
+    inner = [*wrap, "/bin/bash", "-c", command]
+    if shutil.which(inner[0]) is None:  # the reaper would only report it as exit 127
+        raise OvernightError(f"cannot start the run ({inner[0]} in {cwd}): not found")
+    argv = [*reaper_prefix(os.getpid(), grace_s), *inner]
     start = time.monotonic()
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-        try:
-            proc = subprocess.Popen(
-                argv, cwd=cwd, env={**env, MARKER_VAR: marker}, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
-            raise OvernightError(f"cannot start the run ({argv[0]} in {cwd}): {exc}") from exc
+    capture = Capture(stdout_path, stderr_path, log_cap)
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env={**env, MARKER_VAR: marker}, stdin=subprocess.DEVNULL,
+            stdout=capture.child_fds[0], stderr=capture.child_fds[1], start_new_session=True,
+        )  # fmt: skip
+    except OSError as exc:
+        capture.close()
+        raise OvernightError(f"cannot start the run ({argv[0]} in {cwd}): {exc}") from exc
+    capture.start()
     tree = _Tree(proc, marker)
     deadline = start + budget_s
     timed_out = interrupted = False
+    why = ""
     try:
         while not tree.wait_exit(min(POLL_S, deadline - time.monotonic())):
             if stop is not None and stop.is_set():
@@ -308,13 +342,21 @@ def run_command(
                 timed_out = True
                 break
             tree.track()
+            if max_rss is not None and (used := tree.rss()) > max_rss:
+                why = (f"killed: its processes held {human(used)} of memory, over the limit "
+                       f"of {human(max_rss)}")  # fmt: skip
+                break
         wall_s = time.monotonic() - start
         # After a normal exit too: a daemon the run left behind must not outlive it.
         tree.kill(grace_s)
     except BaseException:
         tree.kill(grace_s)  # even on KeyboardInterrupt, nothing may be left running
+        capture.close()
         raise
-    killed = timed_out or interrupted
+    cut = capture.close()
+    killed = timed_out or interrupted or bool(why)
+    notes = [f"{name}: {n} bytes not kept (stored logs are capped at {human(log_cap)} a stream)"
+             for name, n in cut.items()]  # fmt: skip
     return RunOutcome(
         exit_code=None if killed else proc.returncode,
         timed_out=timed_out,
@@ -323,6 +365,8 @@ def run_command(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         output_tail=output_tail(stdout_path, stderr_path),
+        killed_because=why,
+        notes=notes,
     )
 
 
@@ -339,59 +383,3 @@ def kill_marked(prefix: str, grace_s: float = 0.5) -> int:
         return procs
 
     return _terminate(collect, grace_s)
-
-
-# --- output for display ------------------------------------------------------------------
-
-
-def _size(path: Path) -> int:
-    with contextlib.suppress(FileNotFoundError):
-        return path.stat().st_size
-    return 0
-
-
-def tail_text(path: Path, max_bytes: int) -> str:
-    """The last `max_bytes` of a file as text ("" when it does not exist)."""
-    size = _size(Path(path))
-    data = _read_range([(Path(path), size)], max(0, size - max_bytes), size)
-    if size > max_bytes:
-        # Starting mid-character would show a replacement glyph: skip continuation bytes.
-        data = data.lstrip(bytes(range(0x80, 0xC0)))
-    return data.decode("utf-8", "replace")
-
-
-def output_tail(
-    stdout_path: Path, stderr_path: Path, head: int = HEAD_BYTES, tail: int = TAIL_BYTES
-) -> str:
-    """Head and tail of stdout followed by stderr, bounded, with the cut marked."""
-    out_size, err_size = _size(stdout_path), _size(stderr_path)
-    label = b"\n[stderr]\n" if out_size else b"[stderr]\n"
-    # The combined text, described as segments so that huge logs are never read whole.
-    segments: list[tuple[Path | bytes, int]] = [(stdout_path, out_size)]
-    if err_size:
-        segments += [(label, len(label)), (stderr_path, err_size)]
-    total = sum(size for _, size in segments)
-    if total <= head + tail:
-        return _read_range(segments, 0, total).decode("utf-8", "replace")
-    return (
-        _read_range(segments, 0, head).decode("utf-8", "replace")
-        + f"\n... [{total - head - tail} bytes omitted] ...\n"
-        + _read_range(segments, total - tail, total).decode("utf-8", "replace")
-    )
-
-
-def _read_range(segments: list[tuple[Path | bytes, int]], start: int, end: int) -> bytes:
-    parts = []
-    offset = 0
-    for seg, size in segments:
-        lo, hi = max(start, offset) - offset, min(end, offset + size) - offset
-        offset += size
-        if lo >= hi:
-            continue
-        if isinstance(seg, bytes):
-            parts.append(seg[lo:hi])
-            continue
-        with contextlib.suppress(FileNotFoundError), seg.open("rb") as fh:
-            fh.seek(lo)
-            parts.append(fh.read(hi - lo))
-    return b"".join(parts)

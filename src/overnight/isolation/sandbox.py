@@ -11,10 +11,13 @@
 - `[sandbox].hide` hidden from every command but the trusted `[holdout].command`;
 - `--die-with-parent`, `--new-session`, a private PID namespace (a daemon dies with its run).
 
-Limits (`memory`, `pids`) use a cgroup when one can be created (root, or a delegated cgroup
-v2 subtree), else rlimits: RLIMIT_AS for memory (address space, a blunt proxy) and
-RLIMIT_NPROC for pids (counts all processes of the user; not enforced for root, so then the
-sandbox refuses to start). If bwrap is missing or cannot start, `check()` raises a usage
+Every run, sandboxed or not, is also watched by the runner: its processes' resident memory
+may not exceed `memory` ("auto", the default: 90% of the machine's memory), or it is
+killed with that reason. Explicit limits (`memory`, `pids`) are also enforced by the kernel,
+with a cgroup when one can be created (root, or a delegated cgroup v2 subtree), else
+rlimits: RLIMIT_AS for memory (address space, a blunt proxy) and RLIMIT_NPROC for pids
+(counts all processes of the user; not enforced for root, so then the sandbox refuses to
+start). If bwrap is missing or cannot start, `check()` raises a usage
 error: overnight never runs silently unsandboxed.
 """
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +34,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from overnight.config import SandboxConfig
+from overnight.config import SandboxConfig, parse_size
 from overnight.errors import UsageError
+from overnight.isolation.capture import LOG_CAP, human
+from overnight.isolation.runner import AUTO_MEMORY_SHARE, auto_memory_limit
 
 INSTALL = (
     "install bubblewrap: `sudo apt-get install bubblewrap` (Debian/Ubuntu), "
@@ -54,7 +58,6 @@ VARIANTS: list[tuple[str, list[str], list[str]]] = [
     ("user and pid namespaces", ["--unshare-user", "--unshare-pid"], ["--proc", "/proc"]),
     ("host /proc", [], []),
 ]
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 
 # Runs in a fresh interpreter in front of bwrap: joins the cgroups, sets the rlimits, execs.
 LIMITER = """\
@@ -67,15 +70,6 @@ for name, value in spec["rlimits"].items():
     resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
 os.execvp(sys.argv[2], sys.argv[2:])
 """
-
-
-def parse_size(text: str) -> int:
-    """Bytes in "512M", "8G", "1.5g", "100000" (binary units)."""
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
 
 
 def find_bwrap() -> str | None:
@@ -195,6 +189,9 @@ class Limits:
                     for swap in ("memory.swap.max", "memory.memsw.limit_in_bytes"):
                         with contextlib.suppress(OSError):
                             (d / swap).write_text("0" if swap.endswith("max") else str(self.memory))
+            if not made and not self.rlimits:
+                yield []
+                return
             spec = {"cgroups": [str(d) for d in made], "rlimits": self.rlimits}
             yield [sys.executable, "-I", "-c", LIMITER, json.dumps(spec)]
         finally:
@@ -272,8 +269,12 @@ class Sandbox:
         self.enabled = not cfg.network
         home = env.get("HOME")
         self.home = Path(home).resolve() if home and Path(home).is_dir() else None
-        self.limits = Limits(parse_size(cfg.memory) if cfg.memory.strip() else None,
-                             cfg.pids or None)  # fmt: skip
+        memory = cfg.memory.strip().lower()
+        explicit = parse_size(memory) if memory not in ("", "none", "auto") else None
+        self.limits = Limits(explicit, cfg.pids or None)
+        # The runner's own watch (every run): "auto" is a share of this machine's memory.
+        self.auto_memory = memory == "auto"
+        self.max_rss: int | None = (auto_memory_limit() if self.auto_memory else explicit)
         self.expose = [self._spec(p) for p in cfg.expose]
         self.hide = [_expand(p, self.root, self.home) for p in cfg.hide]
         if not self.enabled and (cfg.hide or cfg.expose):
@@ -332,7 +333,11 @@ class Sandbox:
             if self.hide:
                 parts.append("hidden: " + ", ".join(str(p) for p in self.hide))
         parts += self.limits.describe()
-        return "; ".join(parts) if parts else "none"
+        if self.auto_memory and self.max_rss:
+            parts.append(f"memory <= {self.max_rss // 2**20} MiB (auto: "
+                         f"{AUTO_MEMORY_SHARE:.0%} of this machine, watched)")  # fmt: skip
+        parts.append(f"process reaper; logs kept up to {human(LOG_CAP)} a stream")
+        return "; ".join(parts)
 
     # -- per command -------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from overnight.errors import OvernightError, UsageError
 from overnight.git.workspace import git
+from overnight.isolation import secrets
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.isolation.runner import RunOutcome, run_command
 from overnight.proposers.agent_session import AgentSession
@@ -224,7 +225,7 @@ class AgentProposer(BaseProposer):
     # -- the agent's worktree and environment ------------------------------------------------
 
     def _env(self, ctx: Context, prompt_file: Path, description_file: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        env = secrets.environ()  # the agent CLI may need its own credentials
         if self.key_env and not self.pass_key:
             env.pop(self.key_env, None)
         env.update(

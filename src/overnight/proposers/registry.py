@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 from overnight.errors import UsageError
+from overnight.isolation import secrets
 from overnight.proposers.base import BaseProposer
 from overnight.store.records import Proposal
 
@@ -46,7 +46,7 @@ def resolve_kind(kind: str, cfg: Any) -> tuple[str, str]:
     from overnight.proposers.llm.llm import DEFAULT_MODEL
 
     model = f"{p.provider} {p.model or DEFAULT_MODEL.get(p.provider, '')}".strip()
-    if os.environ.get(key_env):
+    if secrets.get(key_env):
         return "llm", f"proposer: llm (auto: ${key_env} is set; {model})"
     if p.base_url and not p.api_key_env:  # a key-less local server, configured on purpose
         return "llm", f"proposer: llm (auto: server at {p.base_url} needs no key; {model})"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from overnight.isolation.runner import tail_text
+from overnight.isolation.capture import tail_text
 from overnight.report.dashboard_js import DASHBOARD_JS
 from overnight.report.queries import LOG_SUFFIXES, read_head
 from overnight.report.style import (

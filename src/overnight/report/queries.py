@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from overnight.isolation import safefs
 from overnight.store.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -286,9 +288,12 @@ def exp_files(exp_dir: Path) -> list[dict[str, Any]]:
         for name in sorted(files):
             path = base / name
             try:
-                size = path.stat().st_size
+                st = os.lstat(path)
             except OSError:  # removed while we looked (a run still writing)
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a link a run planted (to /proc/self/environ, a hidden file)
+            size = st.st_size
             out.append({"path": path.relative_to(exp_dir).as_posix(), "size": size})
             if len(out) >= MAX_LISTED:
                 return out
@@ -296,19 +301,17 @@ def exp_files(exp_dir: Path) -> list[dict[str, Any]]:
 
 
 def safe_child(exp_dir: Path, rel: str) -> Path | None:
-    """`exp_dir/rel` when it is a file inside `exp_dir` (no `..`, no symlink escapes)."""
-    try:
-        base = exp_dir.resolve()
-        path = (exp_dir / rel).resolve()
-    except (OSError, RuntimeError):
-        return None
-    if base not in path.parents or not path.is_file():
+    """`exp_dir/rel` when it is a regular file inside `exp_dir` reached through no link."""
+    path = safefs.inside(exp_dir, rel)
+    if path is None or not safefs.link_free(exp_dir, path) or not path.is_file():
         return None
     return path
 
 
 def read_head(path: Path, max_bytes: int) -> tuple[str, bool]:
-    """The first `max_bytes` of a text file and whether it was cut."""
-    with path.open("rb") as fh:
-        data = fh.read(max_bytes + 1)
+    """The first `max_bytes` of a text file and whether it was cut ("" for a link)."""
+    try:
+        data = safefs.read_bytes(path.parent, path.name, max_bytes + 1)
+    except OSError:
+        return "", False
     return data[:max_bytes].decode("utf-8", "replace"), len(data) > max_bytes

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
-import math
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from overnight import jsonout
 from overnight.errors import UsageError
 from overnight.report import queries
 from overnight.store.ledger import Ledger
@@ -51,17 +50,6 @@ def _host_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")] if "]" in header else header
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf (a diverged run can record them) become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
 
 
 def controller(study: Study) -> dict[str, Any]:
@@ -139,8 +127,8 @@ def create_app(study: Study, token: str | None = None) -> FastAPI:
 
     def as_json(data: Any, checked: bool = False) -> Response:
         # `checked`: the payload holds only finite floats already (the chart's 100k points
-        # would spend most of their time in clean()).
-        body = json.dumps(data if checked else clean(data), separators=(",", ":"), default=str)
+        # would spend most of their time copying).
+        body = jsonout.dumps(data, checked=checked, separators=(",", ":"))
         return Response(body, media_type="application/json")
 
     def not_started() -> dict[str, Any]:

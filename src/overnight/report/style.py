@@ -6,9 +6,9 @@ Everything is inline strings so the outputs stay single files that need no netwo
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
+from overnight import jsonout
 from overnight.judging.rules import fmt
 
 CSS = """
@@ -128,7 +128,7 @@ def diff_html(diff: str, truncated: bool = False) -> str:
 
 def script_json(data: Any) -> str:
     """JSON safe to place inside <script>: no `</script>` or `<!--` can end the block."""
-    text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    text = jsonout.dumps(data, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from overnight.errors import OvernightError, UsageError
 from overnight.git.transfer import Carried, decode, encode
-from overnight.git.workspace import Workspace, git
+from overnight.git.workspace import SAFE_OPTIONS, Workspace, git
 from overnight.review.changes import Changes, Recorded
 from overnight.store.study import Study
 
@@ -47,8 +47,8 @@ def _tree_from_stored_diff(ws: Workspace, parent: str, diff: str) -> str:
     with tempfile.TemporaryDirectory(prefix="apply-", dir=ws.state_dir) as tmp:
         env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git("read-tree", parent, cwd=ws.root, env=env)
-        proc = subprocess.run(["git", "apply", "--cached", "-"], cwd=ws.root, env=env,
-                              input=diff.encode(), capture_output=True)  # fmt: skip
+        proc = subprocess.run(["git", *SAFE_OPTIONS, "apply", "--cached", "-"], cwd=ws.root,
+                              env=env, input=diff.encode(), capture_output=True)  # fmt: skip
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()
             raise OvernightError(f"the stored diff does not apply to its parent: {err}")

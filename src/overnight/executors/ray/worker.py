@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from overnight.isolation import safefs
 from overnight.isolation.runner import MARKER_VAR, kill_marked
 
 # Bumped whenever the dicts exchanged with the controller change shape.
@@ -119,6 +120,50 @@ def extract_all(data: bytes, dest: Path, trusted: bool) -> None:
             and (m.isfile() or m.isdir() or (trusted and m.issym()))
         ]  # fmt: skip
         tar.extractall(dest, members=members)
+
+
+def reset_copy(
+    repo: Path, base: Path, manifest: dict[str, str], files: dict[str, str],
+    before: dict[str, StatKey],
+) -> list[str]:  # fmt: skip
+    """Bring a run's copy back to the candidate between two of its commands, as the local
+    executor does with its worktree: locked files restored from the verified base, the
+    candidate's surface files rewritten, everything else the command left (new modules,
+    `__pycache__`, links) deleted, never followed. Returns the paths that had changed."""
+    changed = changed_files(repo, manifest, before)
+    for rel in changed:
+        digest = manifest[rel]
+        if digest.startswith("link:"):
+            safefs.write_inside(repo, rel, digest[5:].encode(), link=True)
+        else:
+            safefs.copy_inside(base / rel, repo, rel)
+        if (st := stat_key(repo / rel)) is not None:
+            before[rel] = st
+    for rel, content in files.items():
+        data = content.encode()
+        try:
+            same = safefs.read_bytes(repo, rel) == data
+        except OSError:
+            same = False
+        if not same:
+            safefs.write_inside(repo, rel, data)
+            changed.append(rel)
+    expected = set(manifest) | set(files)
+    folders = {str(Path(rel).parent) for rel in expected}
+    folders |= {str(p) for rel in expected for p in Path(rel).parents}
+    for folder, dirs, names in os.walk(repo):  # never descends into a link
+        here = Path(folder)
+        for name in [*names, *dirs]:
+            rel = (here.relative_to(repo) / name).as_posix()
+            if rel in expected:
+                continue  # a locked file or link, or a surface file
+            is_dir = name in dirs
+            if is_dir and rel in folders and not (here / name).is_symlink():
+                continue  # a folder on the way to expected files
+            safefs.remove(here / name)
+            if is_dir:
+                dirs.remove(name)
+    return sorted(set(changed))
 
 
 # -- the base tree, cached per node ---------------------------------------------------------
@@ -212,7 +257,7 @@ def capped_bytes(path: Path, cap: int = LOG_CAP) -> bytes:
 def pack_dir(path: Path, cap: int = DIR_CAP) -> bytes:
     """Regular files under `path` as a gzipped tar, up to `cap` bytes of content; the rest
     is listed in OMITTED.txt. Empty bytes for an empty or missing dir."""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    files = sorted(safefs.walk_files(path))  # never through a link (the folder's own too)
     if not files:
         return b""
     buf = io.BytesIO()
@@ -322,8 +367,14 @@ def run_task(spec: dict[str, Any], fetch: Callable[[], bytes] | None = None) -> 
         before = {rel: st for rel in spec["manifest"] if (st := stat_key(repo / rel))}
         env = _env(task["env"], run_dir, spec.get("inputs", {}))
         setup_s = time.monotonic() - t0
-        steps, logs = _run_commands(task, repo, run_dir / "logs", env, marker)
-        report = {"steps": steps, "changed": changed_files(repo, spec["manifest"], before)}
+        reset_changes: set[str] = set()
+
+        def between(_label: str) -> None:
+            reset_changes.update(reset_copy(repo, base, spec["manifest"], spec["files"], before))
+
+        steps, logs = _run_commands(task, repo, run_dir / "logs", env, marker, between)
+        changed = reset_changes | set(changed_files(repo, spec["manifest"], before))
+        report = {"steps": steps, "changed": sorted(changed)}
         node, host = _node()
         return {
             "protocol": PROTOCOL,
@@ -344,6 +395,7 @@ def run_task(spec: dict[str, Any], fetch: Callable[[], bytes] | None = None) -> 
 
 def _run_commands(
     task: dict[str, Any], repo: Path, logs_dir: Path, env: dict[str, str], marker: str,
+    between: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """The task's commands through the same loop as the local executor's (executors/steps),
     and their logs (head and tail when huge) to send back."""
@@ -354,7 +406,7 @@ def _run_commands(
 
     run_task_ = RunTask(**{**task, "commands": [tuple(c) for c in task["commands"]],
                            "marker": marker})  # fmt: skip
-    steps = run_steps(run_task_, repo, env, logs_dir)
+    steps = run_steps(run_task_, repo, env, logs_dir, between=between)
     logs: dict[str, bytes] = {}
     out = []
     for step in steps:

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from overnight.errors import UsageError
+from overnight.isolation import secrets
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.llm.edits import EditError, apply_edits, reapply_blocks
@@ -80,7 +81,7 @@ class LLMProposer(BaseProposer):
                 f"provider anthropic, got {p.temperature:g}"
             )
         self.key_env = proposer_key_env(p)
-        key = os.environ.get(self.key_env, "")
+        key = secrets.get(self.key_env)
         if not key:
             if not (p.base_url and not p.api_key_env):
                 raise UsageError(missing_key_message(cfg_name, p.provider, self.key_env))
