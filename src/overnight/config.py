@@ -109,6 +109,12 @@ _GPUS = "expected distinct GPU indices >= 0, e.g. [0, 1]"
 GpuList = Annotated[
     list[int], _must(lambda v: len(set(v)) == len(v) and min(v, default=0) >= 0, _GPUS)
 ]
+EDIT_FORMATS = ("search_replace", "whole_file", "json")
+_FORMATS = f"expected a non-empty list of distinct names from {', '.join(EDIT_FORMATS)}"
+EditFormats = Annotated[
+    list[str],
+    _must(lambda v: v and len(set(v)) == len(v) and set(v) <= set(EDIT_FORMATS), _FORMATS),
+]
 _SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
 MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
 
@@ -232,6 +238,10 @@ class ProposerConfig(_Section):
     max_retries: int = Field(default=5, ge=0)
     # model -> [usd per 1M input tokens, usd per 1M output tokens]
     prices: dict[str, PricePair] = Field(default_factory=dict)
+    # The model's context window in tokens; 0: ask the server, else a safe default.
+    context_tokens: int = Field(default=0, ge=0)
+    # Edit formats of the llm proposer, in the order it falls back through them.
+    formats: EditFormats = Field(default_factory=lambda: list(EDIT_FORMATS))
 
 
 class ExecutorConfig(_Section):

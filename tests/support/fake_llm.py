@@ -49,7 +49,10 @@ class Seen:
     @property
     def prompt(self) -> str:
         """System and user text of the request, as one string."""
-        parts = [self.body.get("system") or ""] if isinstance(self.body.get("system"), str) else []
+        system = self.body.get("system")
+        parts = [system] if isinstance(system, str) else []
+        if isinstance(system, list):
+            parts += [c.get("text", "") for c in system if isinstance(c, dict)]
         for message in self.body.get("messages", []):
             content = message.get("content")
             if isinstance(content, str):

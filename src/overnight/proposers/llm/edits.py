@@ -130,6 +130,21 @@ def parse_whole_files(reply: str) -> list[WholeFile]:
     return found
 
 
+def found_instead(reply: str) -> str:
+    """What a reply without a usable edit holds instead, in a few words."""
+    lines = reply.splitlines()
+    if not reply.strip():
+        return "an empty reply"
+    fences = [i for i, line in enumerate(lines) if FENCE.match(line)]
+    if fences:
+        pathless = _path_before(lines, fences[0]) is None
+        what = "a code block without a file path line above it" if pathless else "a code block"
+        return what if len(fences) % 2 == 0 else what + " that is never closed"
+    if lines and lines[0].lstrip().startswith(("{", "[")):
+        return "JSON"
+    return f"prose only ({len(lines)} lines)"
+
+
 def _resolve(path: str | None, surface: Mapping[str, str], what: str) -> str:
     files = sorted(surface)
     if path is None:
@@ -249,8 +264,9 @@ def apply_edits(reply: str, surface: Mapping[str, str], whole_files: bool) -> di
     blocks = parse_blocks(reply)
     wholes = [] if blocks else parse_whole_files(reply)
     if not blocks and not wholes:
-        raise EditError("the reply contains no SEARCH/REPLACE block (expected: the file path "
-                        "line, then <<<<<<< SEARCH / ======= / >>>>>>> REPLACE)")  # fmt: skip
+        raise EditError(f"the reply contains no SEARCH/REPLACE block; found {found_instead(reply)} "
+                        "(expected: the file path line, then <<<<<<< SEARCH / ======= / "
+                        ">>>>>>> REPLACE)")  # fmt: skip
     new = dict(surface)
     if wholes:
         if not whole_files:
