@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,6 +98,11 @@ def show(
         typer.echo(f"reason: {info['reason']}")
     if info["rationale"]:
         typer.echo(f"rationale: {info['rationale']}")
+    if (info.get("meta") or {}).get("format"):
+        usage = info.get("usage") or {}
+        typer.echo(
+            _format_line(info["meta"], json.loads(usage) if isinstance(usage, str) else usage)
+        )
     if info.get("constraints"):
         typer.echo(_constraints_line(info["constraints"], "here"))
     for line in _trust_lines(info):
@@ -148,6 +154,22 @@ def _show_tasks(study: Any, n: int, as_json: bool) -> None:
         typer.echo(f"  malformed trace: {problem}")
 
 
+def _format_line(meta: dict[str, Any], usage: dict[str, Any]) -> str:
+    """`show`: the llm proposer's edit format, calls and prompt budget."""
+    repair = meta.get("repair") or {}
+    line = f"format: {meta['format']}"
+    if repair:
+        line += " (repaired)" if repair.get("ok") else " (a repair turn did not help)"
+    line += f" · {usage.get('calls', 1)} call(s)"
+    budget = meta.get("budget") or {}
+    if budget.get("context"):
+        line += (f" · prompt ~{budget.get('prompt_tokens', '?')} + output "
+                 f"{budget.get('max_tokens', '?')} of {budget['context']} tokens")  # fmt: skip
+    if usage.get("cache_read_input_tokens"):
+        line += f" · {usage['cache_read_input_tokens']} prompt tokens from the cache"
+    return line
+
+
 def _constraints_line(rows: list[dict[str, Any]], who: str) -> str:
     parts = []
     for c in rows:
@@ -178,5 +200,3 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
     if meta.get("isolation"):
         lines.append(f"isolation: {meta['isolation']}")
     return lines
-
-

@@ -142,7 +142,7 @@ def found_instead(reply: str) -> str:
         return what if len(fences) % 2 == 0 else what + " that is never closed"
     if lines and lines[0].lstrip().startswith(("{", "[")):
         return "JSON"
-    return f"prose only ({len(lines)} lines)"
+    return f"prose only, {len(lines)} line{'s' if len(lines) != 1 else ''}"
 
 
 def _resolve(path: str | None, surface: Mapping[str, str], what: str) -> str:
@@ -264,9 +264,8 @@ def apply_edits(reply: str, surface: Mapping[str, str], whole_files: bool) -> di
     blocks = parse_blocks(reply)
     wholes = [] if blocks else parse_whole_files(reply)
     if not blocks and not wholes:
-        raise EditError(f"the reply contains no SEARCH/REPLACE block; found {found_instead(reply)} "
-                        "(expected: the file path line, then <<<<<<< SEARCH / ======= / "
-                        ">>>>>>> REPLACE)")  # fmt: skip
+        raise EditError(f"the reply contains no SEARCH/REPLACE block (found "
+                        f"{found_instead(reply)})")  # fmt: skip
     new = dict(surface)
     if wholes:
         if not whole_files:

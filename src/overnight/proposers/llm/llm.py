@@ -137,13 +137,14 @@ class LLMProposer(BaseProposer):
         self.provider.close()
 
     def next_cost_estimate(self) -> float:
-        """The most the next call may cost: its prompt (as large as the last one, plus a
-        margin) and a reply of max_tokens. The loop stops before a call that could exceed
-        --max-cost."""
+        """The most the next proposal may cost: two calls (the repair turn's included), each
+        with a prompt as large as the last one plus a margin and a reply of max_tokens. The
+        loop stops before a proposal that could exceed --max-cost."""
         if self.price is None:
             return 0.0
         tokens_in = int((self.last_input_tokens or FIRST_CALL_INPUT_TOKENS) * 1.1)
-        return cost_usd({"input_tokens": tokens_in, "output_tokens": self.max_tokens}, self.price)
+        one = {"input_tokens": tokens_in, "output_tokens": self.max_tokens}
+        return 2 * cost_usd(one, self.price)
 
     # -- the budget ---------------------------------------------------------------------------
 
