@@ -48,7 +48,9 @@ class Reply:
     reset: bool = False  # drop the connection without answering
     input_tokens: int | None = None  # default: counted when simulating a model, else 1000
     output_tokens: int | None = None  # default: counted when simulating a model, else 200
-    cached_tokens: int = 0  # OpenAI's usage.prompt_tokens_details.cached_tokens
+    # Prompt tokens read from the cache: OpenAI's usage.prompt_tokens_details.cached_tokens
+    # (part of prompt_tokens), Anthropic's usage.cache_read_input_tokens (not in input_tokens).
+    cached_tokens: int = 0
 
 
 @dataclass
@@ -121,7 +123,8 @@ def _anthropic_body(
         "content": [{"type": "text", "text": text}],
         "stop_reason": "max_tokens" if finish == "length" else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1]},
+        "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1],
+                  "cache_read_input_tokens": reply.cached_tokens},
     }
 
 

@@ -14,7 +14,7 @@ from overnight.judging.rules import fmt
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Where the study stands: baseline, best, counts, cost."""
-    from overnight.cli.view import best_line, counts_line, rate_line
+    from overnight.cli.view import best_line, counts_line, model_line, rate_line
 
     study = open_study(config)
     st = study.status()
@@ -25,6 +25,8 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(best_line(st))
     typer.echo(counts_line(st))
     typer.echo(rate_line(st))
+    if model_line(st):
+        typer.echo(model_line(st))
     if st["pending"]:
         typer.echo(f"interrupted experiment(s) {st['pending']} will be re-run on resume")
     if st.get("constraints"):

@@ -130,6 +130,7 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "experiments": records_n,
         "counts": counts,
         "cost_usd": round(ledger.total_cost(), 6),
+        "model": model_status(ledger),
         "hit_rate": (kept / tried) if tried > 0 else None,
         "experiments_per_hour": (tried / (run_s / 3600)) if run_s > 0 else None,
         "elapsed_hours": elapsed_h,
@@ -139,6 +140,21 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "holdout": holdout_status(study.cfg, ledger),
         "drift": drift_status(ledger),
     }
+
+
+def model_status(ledger: Ledger) -> dict[str, Any]:
+    """The llm proposer's tokens, and what prompt caching saved, in all and per experiment."""
+    u = ledger.model_usage()
+    n = int(u["experiments"])
+    cached = int(u["cache_read_input_tokens"])
+    prompt = int(u["input_tokens"]) + cached
+    return {
+        "experiments": n, "calls": int(u["calls"]), "input_tokens": prompt,
+        "output_tokens": int(u["output_tokens"]), "cached_tokens": cached,
+        "cached_share": cached / prompt if prompt else None,
+        "saved_usd": round(float(u["cache_saved_usd"]), 6),
+        "saved_usd_per_experiment": round(float(u["cache_saved_usd"]) / n, 6) if n else None,
+    }  # fmt: skip
 
 
 def constraint_rows(cfg: Config, metrics: dict[str, float]) -> list[dict[str, Any]]:
