@@ -123,8 +123,11 @@ def _anthropic_body(
         "content": [{"type": "text", "text": text}],
         "stop_reason": "max_tokens" if finish == "length" else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": tokens[0], "output_tokens": tokens[1],
-                  "cache_read_input_tokens": reply.cached_tokens},
+        "usage": {
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "cache_read_input_tokens": reply.cached_tokens,
+        },
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from overnight.cli import inspect, review, run, serve
+from overnight.cli import check_model, inspect, review, run, serve
 from overnight.cli.common import app
 from overnight.errors import OvernightError
 
@@ -21,6 +21,7 @@ app.command()(serve.serve)
 app.command()(review.verify)
 app.command()(review.finish)
 app.command("apply")(review.apply_change)
+app.command("check-model")(check_model.check_model)
 
 
 def main() -> None:
