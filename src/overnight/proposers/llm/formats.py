@@ -59,6 +59,11 @@ class EditFormat(ABC):
     def schema(self, surface: Mapping[str, str]) -> dict[str, Any] | None:
         return None
 
+    def surface_note(self, surface: Mapping[str, str]) -> str:
+        """What the format adds after the surface (it changes when the surface does, so it
+        stays in the prompt's stable head, not in the system message)."""
+        return ""
+
     @abstractmethod
     def parse(self, reply: str, surface: Mapping[str, str]) -> Parsed:
         """The new surface, or EditError."""
@@ -143,12 +148,10 @@ class JsonEdit(EditFormat):
         return 160
 
     def instructions(self, fill: Mapping[str, str], surface: Mapping[str, str]) -> str:
-        knobs = _knobs(surface)
-        if knobs:
-            listed = "\n".join(f"- {_knob_id(k, surface)} = {k.text or k.value}" for k in knobs)
-            edit = '{"knob": "<one of the knob names below>", "value": <its new number>}'
-            what = (f"Change one or two of these knobs (their current values shown); a new "
-                    f"value must differ from the current one:\n{listed}")  # fmt: skip
+        if _knobs(surface):
+            edit = '{"knob": "<a knob name>", "value": <its new number>}'
+            what = ("Change one or two of the knobs listed after the file (a new value must "
+                    "differ from the current one).")  # fmt: skip
         else:
             edit = '{"old": "<one whole line copied exactly>", "new": "<its new text>"}'
             what = "Each edit replaces one whole line of the file; copy `old` exactly."
@@ -160,6 +163,13 @@ Reply with one JSON object and nothing else:
  "edits": [{edit}]}}
 
 {what}"""
+
+    def surface_note(self, surface: Mapping[str, str]) -> str:
+        knobs = _knobs(surface)
+        if not knobs:
+            return ""
+        listed = "\n".join(f"- {_knob_id(k, surface)} = {k.text or k.value}" for k in knobs)
+        return f"# Knobs of the surface, with their current values\n{listed}"
 
     def schema(self, surface: Mapping[str, str]) -> dict[str, Any]:
         knobs = _knobs(surface)

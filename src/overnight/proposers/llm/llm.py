@@ -177,7 +177,8 @@ class LLMProposer(BaseProposer):
         need = fmt.min_output(self.counter.estimate(*ctx.surface.values()))
         for level in range(len(LEVELS)):
             prompt = llm_prompt(ctx, lambda fill: fmt.instructions(fill, ctx.surface),
-                                self.hidden, level, self.redactor.text)  # fmt: skip
+                                self.hidden, level, self.redactor.text,
+                                fmt.surface_note(ctx.surface))  # fmt: skip
             est = self.counter.estimate(prompt.system, prompt.user, *extra)
             room = output_room(window, est, self.max_tokens)
             if room >= need:

@@ -337,9 +337,10 @@ def llm_prompt(
     hidden: Collection[str] = (),
     level: int = 0,
     redact: Any = None,
+    note: str = "",
 ) -> Prompt:
     """The `llm` proposer's prompt; `instructions(fill)` writes the edit format's reply
-    format. `redact` (str -> str) is applied to every part."""
+    format, `note` follows the surface. `redact` (str -> str) is applied to every part."""
     fill = _fill(ctx)
     hide = set(hidden)
     system = SYSTEM.format(**fill) + instructions(fill)
@@ -347,6 +348,8 @@ def llm_prompt(
     if ctx.instructions.strip():
         stable.append("# Instructions from the user\n" + ctx.instructions.strip())
     stable.append(_surface_section(ctx, hide))
+    if note:
+        stable.append(note)
     tail = [*volatile_sections(ctx, LEVELS[level]), "Propose the next experiment now, in the "
             "reply format."]  # fmt: skip
     parts = [system, "\n\n".join(stable), "\n\n".join(tail)]

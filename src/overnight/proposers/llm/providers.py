@@ -244,7 +244,8 @@ class OpenAIProvider(Provider):
     A JSON schema goes as `response_format` {"type": "json_schema"} (OpenAI, llama.cpp's
     llama-server, Ollama, vLLM, LM Studio); a server that refuses that form gets
     {"type": "json_object", "schema": ...} (llama-cpp-python, which turns it into a llama.cpp
-    grammar), and one that refuses both gets the prompt's instructions alone."""
+    grammar; it refuses the other form with HTTP 500), and one that refuses both gets the
+    prompt's instructions alone."""
 
     # Reasoning models take max_completion_tokens and only the default temperature.
     REASONING = ("o1", "o3", "o4", "gpt-5")
@@ -307,11 +308,12 @@ class OpenAIProvider(Provider):
 
     @staticmethod
     def _refused_format(exc: Any) -> bool:
-        """A 400/422 about the response_format itself (not about the prompt)."""
+        """An error about the response_format itself, not about the prompt: a 400 or 422, or
+        llama-cpp-python's 500 wrapping its request validation error."""
         text = _error_text(exc).lower() + str(getattr(exc, "body", "")).lower()
         return (
-            exc.status_code in (400, 422)
-            and ("response_format" in text or "json_schema" in text or "schema" in text)
+            exc.status_code in (400, 422, 500)
+            and ("response_format" in text or "json_schema" in text)
             and parse_overflow(text) is None
         )
 
