@@ -240,6 +240,22 @@ def choose(
     return candidates[-1]
 
 
+def loose_fields(reply: str) -> dict[str, str]:
+    """The fields of a reply that did not parse: labelled lines, or a JSON object's keys."""
+    fields = parse_fields(reply)
+    if fields:
+        return fields
+    try:
+        start, end = reply.find("{"), reply.rfind("}")
+        data = json.loads(reply[start : end + 1]) if 0 <= start < end else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k.upper(): one_line(str(v), 500) for k, v in data.items()
+            if k in ("lesson", "hypothesis", "description") and v}  # fmt: skip
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 

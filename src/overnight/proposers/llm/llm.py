@@ -25,9 +25,9 @@ from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.llm.budget import TokenCounter, Window, discover, is_local, output_room
 from overnight.proposers.llm.edits import EditError
-from overnight.proposers.llm.formats import FORMATS, EditFormat, Parsed, choose
+from overnight.proposers.llm.formats import FORMATS, EditFormat, Parsed, choose, loose_fields
 from overnight.proposers.llm.pricing import cache_read_factor, cost_usd, price_for, saved_usd
-from overnight.proposers.llm.prompts import LEVELS, Prompt, llm_prompt, one_line, parse_fields
+from overnight.proposers.llm.prompts import LEVELS, Prompt, llm_prompt, one_line
 from overnight.proposers.llm.providers import (
     CallFailed,
     Completion,
@@ -340,7 +340,7 @@ class LLMProposer(BaseProposer):
                 parsed = fmt.parse(done.text, ctx.surface)
             except EditError as exc:
                 error, meta["repairable"] = str(exc), True
-        fields = parsed.fields if parsed is not None else _loose_fields(done.text)
+        fields = parsed.fields if parsed is not None else loose_fields(done.text)
         if fields.get("LESSON"):
             meta["lesson"] = one_line(fields["LESSON"], 300)
             previous = [r.experiment for r in ctx.history if r.experiment > 0]
@@ -406,19 +406,3 @@ class LLMProposer(BaseProposer):
         if saved:
             usage["cache_saved_usd"] = round(saved, 6)
         proposal.usage = usage
-
-
-def _loose_fields(reply: str) -> dict[str, str]:
-    """The fields of a reply that did not parse: labelled lines, or a JSON object's keys."""
-    fields = parse_fields(reply)
-    if fields:
-        return fields
-    try:
-        start, end = reply.find("{"), reply.rfind("}")
-        data = json.loads(reply[start : end + 1]) if 0 <= start < end else {}
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k.upper(): one_line(str(v), 500) for k, v in data.items()
-            if k in ("lesson", "hypothesis", "description") and v}  # fmt: skip
