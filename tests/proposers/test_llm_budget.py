@@ -306,3 +306,18 @@ def test_cache_savings_arithmetic() -> None:
     # OpenAI's gpt-4.1 bills cached tokens at a quarter.
     assert cost_usd({"input_tokens": 0, "cache_read_input_tokens": 1000}, (2.0, 8.0), 0.25) == (
         pytest.approx(1000 * 2 * 0.25 / 1e6))  # fmt: skip
+
+
+def test_rebase_applies_the_edit_again_on_a_newer_best() -> None:
+    with FakeLLM([knob_json("HIDDEN", 32)], flavor="llama.cpp", n_ctx=4096) as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(context())
+        llm.close()
+    # Meanwhile a keep changed the neighbouring line: a line merge would conflict.
+    newer = TRAIN.replace("LEARNING_RATE = 0.001", "LEARNING_RATE = 0.01")
+    rebased = llm.rebase(p, {"train.py": newer})
+    assert rebased == {"train.py": newer.replace("HIDDEN = 4 ", "HIDDEN = 32 ")}
+    already = newer.replace("HIDDEN = 4 ", "HIDDEN = 32 ")
+    assert llm.rebase(p, {"train.py": already}) is None  # nothing left to change: the merge says so
+    p.meta["format"] = "whole_file"
+    assert llm.rebase(p, {"train.py": newer}) is None

@@ -51,6 +51,7 @@ FIRST_CALL_INPUT_TOKENS = 8000
 LOCAL_KEY = "not-needed"
 OVERFLOW_RETRIES = 2  # context-length refusals answered by a smaller request
 ECHO_CHARS = 1500  # of a failed reply, shown back to the model in the repair turn
+REPAIR_MARK = "\n\n--- repair turn ---\n"  # between the two replies in a proposal's response
 REPAIR = """\
 Your reply could not be used, so nothing was applied: {error}
 Reply again, in the required format and nothing else, with a corrected version of the \
@@ -145,6 +146,19 @@ class LLMProposer(BaseProposer):
         tokens_in = int((self.last_input_tokens or FIRST_CALL_INPUT_TOKENS) * 1.1)
         one = {"input_tokens": tokens_in, "output_tokens": self.max_tokens}
         return 2 * cost_usd(one, self.price)
+
+    def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
+        """A proposal made on an older best, applied again to `surface`: its SEARCH/REPLACE
+        blocks or JSON knob edits (neighbouring knobs would conflict in a line merge). A
+        whole-file reply, or edits that no longer apply, go to the loop's three-way merge."""
+        meta = proposal.meta if isinstance(proposal.meta, dict) else {}
+        fmt = FORMATS.get(str(meta.get("format", "")))
+        if fmt is None or fmt.name == "whole_file" or not proposal.response:
+            return None
+        try:
+            return fmt.parse(proposal.response.rsplit(REPAIR_MARK, 1)[-1], surface).files
+        except EditError:
+            return None
 
     # -- the budget ---------------------------------------------------------------------------
 
@@ -386,7 +400,7 @@ class LLMProposer(BaseProposer):
             return failed
         text = (failed.prompt or "") + "".join(f"\n[{r}]\n{t}\n" for r, t in turns)
         fixed = self._from_reply(ctx, fmt, repair, second, meta, text)
-        fixed.response = f"{first.text}\n\n--- repair turn ---\n{second.text}"
+        fixed.response = f"{first.text}{REPAIR_MARK}{second.text}"
         meta["repair"]["ok"] = fixed.invalid_reason is None
         if fixed.invalid_reason:
             fixed.invalid_reason = f"{fixed.invalid_reason} (after a repair turn)"
