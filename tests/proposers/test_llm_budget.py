@@ -100,6 +100,10 @@ def test_llama_server_reports_its_context_and_every_request_fits() -> None:
     item = schema["properties"]["edits"]["items"]
     assert item["properties"]["knob"]["enum"] == ["HIDDEN", "LEARNING_RATE", "STEPS"]
     assert sent.body["response_format"]["type"] == "json_schema"
+    # The edit right after the description; lengths bounded for a local server's grammar.
+    assert list(schema["properties"]) == ["description", "edits", "hypothesis", "lesson"]
+    assert schema["properties"]["description"]["maxLength"] == 100
+    assert schema["properties"]["edits"]["minItems"] == 1
 
 
 def test_llama_cpp_python_refusal_teaches_the_window_and_the_request_is_shrunk() -> None:
@@ -264,6 +268,9 @@ def test_json_edits_knobs_and_lines() -> None:
         fmt.parse(knob_json("DEPTH", 3), surface)
     with pytest.raises(EditError, match="must be a number"):
         fmt.parse(knob_json("HIDDEN", "wide"), surface)  # type: ignore[arg-type]
+    raw = '{"description": "two\nlines", "edits": [{"knob": "STEPS", "value": 900}]}'
+    assert "STEPS = 900" in fmt.parse(raw, surface).files["train.py"]  # a raw newline is fine
+    assert "maxLength" not in json.dumps(fmt.schema(surface))  # OpenAI's strict mode refuses it
     with pytest.raises(EditError, match="does not parse"):
         fmt.parse('{"edits": [}', surface)
     with pytest.raises(EditError, match="no JSON object"):

@@ -56,7 +56,9 @@ class EditFormat(ABC):
     def instructions(self, fill: Mapping[str, str], surface: Mapping[str, str]) -> str:
         """How to reply, for the system prompt."""
 
-    def schema(self, surface: Mapping[str, str]) -> dict[str, Any] | None:
+    def schema(self, surface: Mapping[str, str], bounded: bool = False) -> dict[str, Any] | None:
+        """The JSON schema of a reply, for constrained decoding; `bounded` adds string
+        lengths (for llama.cpp's grammars; OpenAI's strict mode refuses maxLength)."""
         return None
 
     def surface_note(self, surface: Mapping[str, str]) -> str:
@@ -157,10 +159,10 @@ class JsonEdit(EditFormat):
             what = "Each edit replaces one whole line of the file; copy `old` exactly."
         return f"""\
 Reply with one JSON object and nothing else:
-{{"lesson": "<one line: what the most recent experiment's result taught you>",
+{{"description": "<one line of at most 72 characters; it becomes the commit subject>",
+ "edits": [{edit}],
  "hypothesis": "<one sentence: what you change and why {fill["metric"]} gets {fill["better"]}>",
- "description": "<one line of at most 72 characters; it becomes the commit subject>",
- "edits": [{edit}]}}
+ "lesson": "<one line: what the most recent experiment's result taught you>"}}
 
 {what}"""
 
@@ -171,17 +173,22 @@ Reply with one JSON object and nothing else:
         listed = "\n".join(f"- {_knob_id(k, surface)} = {k.text or k.value}" for k in knobs)
         return f"# Knobs of the surface, with their current values\n{listed}"
 
-    def schema(self, surface: Mapping[str, str]) -> dict[str, Any]:
+    def schema(self, surface: Mapping[str, str], bounded: bool = False) -> dict[str, Any]:
+        def text(limit: int) -> dict[str, Any]:
+            return {"type": "string", "maxLength": limit} if bounded else {"type": "string"}
+
         knobs = _knobs(surface)
         if knobs:
             names = sorted({_knob_id(k, surface) for k in knobs})
             item = _obj({"knob": {"type": "string", "enum": names}, "value": {"type": "number"}})
         else:
-            item = _obj({"old": {"type": "string"}, "new": {"type": "string"}})
+            item = _obj({"old": text(400), "new": text(400)})
+        # The edit comes right after the description: a model that rambles in the prose
+        # fields has made its change before it runs out of tokens.
         return _obj({
-            "lesson": {"type": "string"}, "hypothesis": {"type": "string"},
-            "description": {"type": "string"},
-            "edits": {"type": "array", "items": item},
+            "description": text(100),
+            "edits": {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_JSON_EDITS},
+            "hypothesis": text(300), "lesson": text(300),
         })  # fmt: skip
 
     def parse(self, reply: str, surface: Mapping[str, str]) -> Parsed:
@@ -322,7 +329,7 @@ def _json_object(reply: str) -> dict[str, Any]:
     if start < 0 or end <= start:
         raise EditError(f"the reply holds no JSON object (it starts: {one_line(text, 60)!r})")
     try:
-        data = json.loads(text[start : end + 1])
+        data = json.loads(text[start : end + 1], strict=False)  # raw newlines in strings
     except json.JSONDecodeError as exc:
         raise EditError(f"the JSON does not parse: {exc.msg} at character {exc.pos}") from exc
     if not isinstance(data, dict):

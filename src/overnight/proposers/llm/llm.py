@@ -248,8 +248,9 @@ class LLMProposer(BaseProposer):
         record["prompt"] = prompt.text()
         meta.update(format=fmt.name, budget={"context": window.tokens, "source": window.source,
                     "prompt_tokens": est, "max_tokens": room, "level": prompt.level})  # fmt: skip
+        schema = fmt.schema(ctx.surface, self.local) if fmt.structured else None
         request = Request(prompt.system, prompt.stable, prompt.volatile, room, self.temperature,
-                          fmt.schema(ctx.surface) if fmt.structured else None)  # fmt: skip
+                          schema)  # fmt: skip
         calls: list[tuple[Completion, int]] = []
         done = self._call(ctx, fmt, request, meta, calls)
         if done is None:
