@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,12 @@ def find_weights(python: Path) -> Path:
 
 
 def serve(python: Path, weights: Path, port: int, n_ctx: int, log: Path) -> subprocess.Popen:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+            sys.exit(f"real_model: something already serves port {port} (use --running or "
+                     "another --port)")  # fmt: skip
+    except OSError:
+        pass  # free
     command = [str(python), "-m", "llama_cpp.server", "--model", str(weights), "--host",
                "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]  # fmt: skip
     server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -180,6 +187,7 @@ def report(repo: Path) -> tuple[str, dict]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=15)
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
@@ -206,8 +214,11 @@ def main() -> None:
         detail, s = report(repo)
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.terminate()  # uvicorn waits for a request in flight: then kill it
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
     version = subprocess.run([str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"],
                              capture_output=True, text=True).stdout.strip() or "—"  # fmt: skip
     print(f"## Real model: SmolLM2-135M-Instruct (Q4_1) on the quickstart, {s['proposals']} "
