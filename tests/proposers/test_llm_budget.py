@@ -144,6 +144,15 @@ def test_ollama_context_is_read_once_the_model_is_loaded() -> None:
     assert second.invalid_reason is None
 
 
+def test_vllm_reports_max_model_len() -> None:
+    with FakeLLM([knob_json()], flavor="vllm", n_ctx=6000) as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(context())
+        llm.close()
+    assert p.meta["budget"]["context"] == 6000
+    assert p.meta["budget"]["source"] == "vLLM GET /v1/models"
+
+
 def test_configured_context_wins_and_a_prompt_that_cannot_fit_says_so() -> None:
     with FakeLLM([knob_json()], flavor="llama.cpp", n_ctx=8192) as server:
         llm = proposer(server.openai_url, context_tokens=300)

@@ -21,6 +21,7 @@ that server does:
   messages, M in the completion). ..." with code "context_length_exceeded"; response_format
   takes {"type": "json_object", "schema": ...} only: any other type is HTTP 500 with the
   request's validation error as the message (as llama-cpp-python 0.3.36 answers).
+- "vllm": GET /v1/models -> data[].max_model_len.
 - "ollama": GET /api/ps -> models[].context_length of the loaded model (loaded by the first
   chat request), POST /api/show -> parameters; an overflow is HTTP 400 "the input length
   exceeds the context length" in its OpenAI-compatible error shape.
@@ -217,6 +218,9 @@ class FakeLLM:
                     models = [{"name": "fake:latest", "model": "fake:latest", "size": 1,
                                "context_length": fake.n_ctx}] if fake.loaded else []  # fmt: skip
                     self._send(200, {"models": models})
+                elif fake.flavor == "vllm" and self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model",
+                               "owned_by": "vllm", "max_model_len": fake.n_ctx}]})  # fmt: skip
                 elif fake.flavor == "llama-cpp-python" and self.path == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model",
                                "owned_by": "me", "permissions": []}]})  # fmt: skip

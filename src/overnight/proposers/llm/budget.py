@@ -1,8 +1,9 @@
 """How many tokens one request may use.
 
 The model's context window comes from the server where it tells (llama.cpp's `/props`,
-Ollama's `/api/ps` and `/api/show`), else from `[proposer].context_tokens`, else from a safe
-default for the kind of endpoint; a context-length refusal teaches the real size. Prompt
+vLLM's `/v1/models`, Ollama's `/api/ps` and `/api/show`), else from
+`[proposer].context_tokens`, else from a safe default for the kind of endpoint; a
+context-length refusal teaches the real size. Prompt
 tokens are estimated from characters, calibrated on the token counts the server reports, so
 that a prompt is never sent that does not fit. The output limit of a request is what the
 window leaves once the prompt is placed (never more than `[proposer].max_tokens`).
@@ -98,6 +99,15 @@ def llama_cpp_context(root: str, key: str = "") -> int | None:
     return _positive(props.get("n_ctx"))
 
 
+def vllm_context(base_url: str, model: str, key: str = "") -> int | None:
+    """vLLM lists `max_model_len` with each model at GET /v1/models."""
+    listed = _get(base_url.rstrip("/") + "/models", key=key)
+    data = listed.get("data") if isinstance(listed, dict) else None
+    models = [m for m in data or [] if isinstance(m, dict) and _positive(m.get("max_model_len"))]
+    named = [m for m in models if m.get("id") == model] or (models if len(models) == 1 else [])
+    return _positive(named[0]["max_model_len"]) if named else None
+
+
 def ollama_context(root: str, model: str) -> tuple[int | None, bool]:
     """Ollama: the context of the loaded model (GET /api/ps, `context_length`), else a
     `num_ctx` set in its Modelfile (POST /api/show, `parameters`). The bool says whether
@@ -125,12 +135,16 @@ def discover(provider: str, base_url: str, model: str, configured: int, key: str
         return Window(HOSTED.get(provider, REMOTE_DEFAULT), f"{provider}'s smallest window")
     root = _server_root(base_url)
     local = is_local(base_url)
-    try:
-        found = llama_cpp_context(root, key if not local else "")
+    for ask, source in (
+        (lambda: llama_cpp_context(root, key), "llama.cpp GET /props"),
+        (lambda: vllm_context(base_url, model, key), "vLLM GET /v1/models"),
+    ):
+        try:
+            found = ask()
+        except Exception:  # not that kind of server, or not reachable: try the next kind
+            continue
         if found:
-            return Window(found, "llama.cpp GET /props")
-    except Exception:  # not llama.cpp, or not reachable: try the next kind
-        pass
+            return Window(found, source)
     if local:
         try:
             found, sure = ollama_context(root, model)

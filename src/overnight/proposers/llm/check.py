@@ -20,7 +20,7 @@ from overnight.proposers.llm.llm import LLMProposer
 from overnight.proposers.llm.providers import CallFailed, Request, call_with_retries
 from overnight.store.records import ExperimentRecord
 
-REPORTED = ("llama.cpp", "Ollama /api")  # window sources that a server reported
+REPORTED = ("llama.cpp", "vLLM", "Ollama /api")  # window sources that a server reported
 SPEED_PROMPT = "Count from 1 to 60, the numbers separated by spaces, and nothing else."
 
 
