@@ -371,7 +371,8 @@ class LLMProposer(BaseProposer):
         )  # fmt: skip
 
     def _cut_off(self, done: Completion, request: Request) -> str:
-        used = done.usage.get("input_tokens", 0) + done.usage.get("output_tokens", 0)
+        used = sum(done.usage.get(k, 0) for k in ("input_tokens", "output_tokens",
+                                                   "cache_read_input_tokens"))  # fmt: skip
         window = self.window().tokens
         if used and used >= window - 64:
             return (f"cut off: the reply filled the model's context window of {window} tokens "
