@@ -163,11 +163,12 @@ def test_openai_outcomes_cost_prompt_and_secrets(tmp_path: Path) -> None:
     assert budget["context"] == 4096 and body["max_tokens"] == budget["max_tokens"]
     assert budget["prompt_tokens"] + body["max_tokens"] <= 4096
 
-    # Cost: 6 calls of 1000 input and 200 output tokens at gpt-4o's $2.5 / $10 per 1M; the
-    # repair turns are counted with their experiment.
+    # Cost: 6 calls of 1000 input and 200 output tokens (the cut-off one: all its max_tokens)
+    # at gpt-4o's $2.5 / $10 per 1M; the repair turns are counted with their experiment.
     status = cli_json(repo, "status")
     assert isinstance(status, dict)
-    assert status["cost_usd"] == pytest.approx(6 * (1000 * 2.5 + 200 * 10) / 1e6)
+    cut = server.requests[4].body["max_tokens"]
+    assert status["cost_usd"] == pytest.approx((6 * 1000 * 2.5 + (5 * 200 + cut) * 10) / 1e6)
     one, two = study(repo).show(1), study(repo).show(2)
     assert one["cost_usd"] == pytest.approx(0.0045) and one["meta"]["model"] == "gpt-4o"
     assert two["cost_usd"] == pytest.approx(0.009) and json.loads(two["usage"])["calls"] == 2
@@ -218,9 +219,11 @@ def test_anthropic_faults_are_retried_and_then_reported(tmp_path: Path) -> None:
     errors = [r["error"] for r in one["meta"]["retries"]]
     assert errors[0].startswith("HTTP 429") and errors[1].startswith("HTTP 500")
     assert errors[2] == "no answer within the timeout of 1s"
-    # Two calls returned usage (the keep and the cut-off reply) at $3 / $15 per 1M.
+    # Two calls returned usage (the keep, and the cut-off reply with all its max_tokens) at
+    # $3 / $15 per 1M.
     status = study(repo).status()
-    assert status["cost_usd"] == pytest.approx(2 * (1000 * 3 + 200 * 15) / 1e6)
+    cut = seen[4].body["max_tokens"]
+    assert status["cost_usd"] == pytest.approx((2 * 1000 * 3 + (200 + cut) * 15) / 1e6)
 
 
 def test_max_cost_stops_before_a_call_could_exceed_it(tmp_path: Path) -> None:

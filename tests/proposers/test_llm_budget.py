@@ -193,6 +193,20 @@ def test_prose_gets_a_repair_turn_and_two_failures_fall_back_to_json() -> None:
     assert server.requests[2].body["response_format"]["type"] == "json_schema"
 
 
+def test_a_reply_cut_off_by_the_context_says_so_and_teaches_the_window() -> None:
+    # The user said 4096, but llama-cpp-python runs with 1200 and silently clips max_tokens.
+    rambling = "LESSON: " + "the loss is high because " * 300
+    with FakeLLM([rambling, knob_json()], flavor="llama-cpp-python", n_ctx=1200) as server:
+        llm = proposer(server.openai_url, context_tokens=4096, formats=["json"])
+        p = llm.propose(context(program="Lower val_loss."))
+        llm.close()
+    assert p.invalid_reason is not None
+    assert p.invalid_reason.startswith("unusable json reply: cut off: the reply filled the "
+                                       "model's context window of 1200 tokens")  # fmt: skip
+    assert server.answered == 1  # no repair turn for a reply that ran out of room
+    assert llm.window().tokens == 1200
+
+
 def test_a_timed_out_request_to_a_local_server_is_not_resent() -> None:
     with FakeLLM([Reply(knob_json(), delay=2.5)], flavor="llama.cpp", n_ctx=4096) as server:
         llm = proposer(server.openai_url, formats=["json"], timeout="1s", max_retries=3)

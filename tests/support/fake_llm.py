@@ -171,6 +171,7 @@ class FakeLLM:
         self.flavor = flavor
         self.n_ctx = n_ctx
         self.loaded = False  # Ollama: a model is loaded by its first chat request
+        self.answered = 0
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -196,7 +197,8 @@ class FakeLLM:
 
     def _next(self, seen: Seen) -> Reply:
         with self._lock:
-            index = len(self.requests)
+            index = self.answered  # refused requests do not use up the script
+            self.answered += 1
             self.requests.append(seen)
             if not self.replies:
                 return Reply("no edit")
@@ -300,7 +302,9 @@ class FakeLLM:
                 """The reply as the model's limits leave it: cut off at max_tokens or where the
                 context ends, with the token counts a server reports."""
                 if not fake.n_ctx:
-                    counts = (reply.input_tokens or 1000, reply.output_tokens or 200)
+                    # A reply cut off at max_tokens has used all of them.
+                    cut = int(seen.body.get("max_tokens") or 200) if reply.truncated else 200
+                    counts = (reply.input_tokens or 1000, reply.output_tokens or cut)
                     return text, counts, "length" if reply.truncated else "stop"
                 prompt = seen.prompt_tokens
                 room = fake.n_ctx - prompt

@@ -371,11 +371,15 @@ class LLMProposer(BaseProposer):
         )  # fmt: skip
 
     def _cut_off(self, done: Completion, request: Request) -> str:
-        used = sum(done.usage.get(k, 0) for k in ("input_tokens", "output_tokens",
-                                                   "cache_read_input_tokens"))  # fmt: skip
-        window = self.window().tokens
-        if used and used >= window - 64:
-            return (f"cut off: the reply filled the model's context window of {window} tokens "
+        """Why a reply stopped early: the output limit, or (fewer tokens than that) the end
+        of the model's context window, whose size that reveals."""
+        out = done.usage.get("output_tokens", 0)
+        if 0 < out < request.max_tokens - 1:
+            used = out + sum(done.usage.get(k, 0) for k in ("input_tokens",
+                             "cache_read_input_tokens", "cache_creation_input_tokens"))  # fmt: skip
+            with self._window_lock:
+                self._window = Window(used, "where a reply ran out of context")
+            return (f"cut off: the reply filled the model's context window of {used} tokens "
                     f"(stop reason {done.finish_reason!r})")  # fmt: skip
         return (f"cut off at the output limit of {request.max_tokens} tokens (stop reason "
                 f"{done.finish_reason!r}); make smaller edits")  # fmt: skip
