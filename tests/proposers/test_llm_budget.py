@@ -186,8 +186,14 @@ def test_prose_gets_a_repair_turn_and_two_failures_fall_back_to_json() -> None:
     # Two failed SEARCH/REPLACE proposals: the next is asked for JSON; its first reply
     # changes nothing (the value is the current one) and the repair turn fixes it.
     assert second.meta["format"] == "json" and second.invalid_reason is None
-    assert second.meta["repair"] == {"error": "the edits change nothing: every new value "
-                                     "equals the current one", "ok": True}  # fmt: skip
+    assert second.meta["repair"] == {"ok": True, "error": "the edits change nothing: "
+                                     "LEARNING_RATE is already 0.001 (e.g. 0.0005 or 0.002); "
+                                     "choose values that differ from the current ones"}  # fmt: skip
+    # The repair turn samples a little hotter than the first try (0.7 + 0.3).
+    assert server.requests[3].body["temperature"] == 1.0
+    assert server.requests[2].body["temperature"] == 0.7
+    # The knob list after the surface offers half and double as examples of a change.
+    assert "- HIDDEN = 4 (e.g. 2 or 8)" in server.requests[2].prompt
     assert "LEARNING_RATE = 0.01  # step size" in second.files["train.py"]
     assert "response_format" not in server.requests[0].body
     assert server.requests[2].body["response_format"]["type"] == "json_schema"

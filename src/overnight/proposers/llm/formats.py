@@ -23,7 +23,13 @@ from typing import Any
 
 from overnight.proposers.llm.edits import FENCE, EditError, apply_edits
 from overnight.proposers.llm.prompts import one_line, parse_fields
-from overnight.proposers.tune.knobs import Knob, apply_values, find_knobs
+from overnight.proposers.tune.knobs import (
+    Knob,
+    apply_values,
+    find_knobs,
+    format_value,
+    round_value,
+)
 from overnight.store.records import ExperimentRecord
 
 WHOLE_FILE_LINES = 200  # surfaces up to this many lines may be rewritten whole
@@ -170,7 +176,9 @@ Reply with one JSON object and nothing else:
         knobs = _knobs(surface)
         if not knobs:
             return ""
-        listed = "\n".join(f"- {_knob_id(k, surface)} = {k.text or k.value}" for k in knobs)
+        listed = "\n".join(
+            f"- {_knob_id(k, surface)} = {k.text or k.value}{_neighbours(k)}" for k in knobs
+        )
         return f"# Knobs of the surface, with their current values\n{listed}"
 
     def schema(self, surface: Mapping[str, str], bounded: bool = False) -> dict[str, Any]:
@@ -214,7 +222,7 @@ Reply with one JSON object and nothing else:
                 raise EditError(f'edit {i} has neither "knob" nor "old"')
         changed = {p: t for p, t in new.items() if t != surface.get(p)}
         if not changed:
-            raise EditError("the edits change nothing: every new value equals the current one")
+            raise EditError("the edits change nothing: " + _unchanged(edits, surface))
         return Parsed(changed, {k: v for k, v in fields.items() if v})
 
 
@@ -282,6 +290,27 @@ def _knobs(surface: Mapping[str, str]) -> list[Knob]:
 
 def _knob_id(knob: Knob, surface: Mapping[str, str]) -> str:
     return knob.name if len(surface) == 1 else f"{knob.path}:{knob.name}"
+
+
+def _neighbours(knob: Knob) -> str:
+    """Half and double the current value, as examples of a change: a weak model that copies
+    from the prompt then copies a change rather than the current value."""
+    if not knob.value:
+        return ""
+    half, double = (round_value(knob.value * f, knob.kind) for f in (0.5, 2))
+    options = [format_value(v, knob.kind) for v in (half, double) if v != knob.value]
+    return f" (e.g. {' or '.join(options)})" if options else ""
+
+
+def _unchanged(edits: list[Any], surface: Mapping[str, str]) -> str:
+    """Which knobs a no-op reply set to their current values, and what would change them."""
+    knobs = {_knob_id(k, surface): k for k in _knobs(surface)}
+    said = [f"{name} is already {knobs[name].text or knobs[name].value}{_neighbours(knobs[name])}"
+            for name in (str(e.get("knob")) for e in edits if isinstance(e, dict))
+            if name in knobs]  # fmt: skip
+    if not said:
+        return "every new value equals the current one"
+    return "; ".join(said) + "; choose values that differ from the current ones"
 
 
 def _set_knob(new: dict[str, str], surface: Mapping[str, str], edit: dict, i: int) -> None:

@@ -397,7 +397,9 @@ class LLMProposer(BaseProposer):
         if planned is None:
             return failed
         prompt, room, _ = planned
-        repair = Request(prompt.system, prompt.stable, prompt.volatile, room, request.temperature,
+        # A little hotter than the first try: a model that repeats itself gets the same error.
+        hotter = None if request.temperature is None else min(1.0, request.temperature + 0.3)
+        repair = Request(prompt.system, prompt.stable, prompt.volatile, room, hotter,
                          request.schema, turns)  # fmt: skip
         meta["repair"] = {"error": one_line(error, 300)}
         second = self._call(ctx, fmt, repair, meta, calls)
