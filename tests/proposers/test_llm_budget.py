@@ -95,10 +95,15 @@ def test_llama_server_reports_its_context_and_every_request_fits() -> None:
     assert sent.body["max_tokens"] == budget["max_tokens"] < 2048
     assert sent.prompt_tokens + sent.body["max_tokens"] <= 2048
     assert p.meta["format"] == "json" and p.meta["format_ok"] is True
-    # Constrained decoding: the knob names are an enum of the surface's knobs.
+    # Constrained decoding: one choice per knob of the surface, each held to values that
+    # change it (a tenth to ten times the current one), so copying the current value is out.
     schema = sent.body["response_format"]["json_schema"]["schema"]
-    item = schema["properties"]["edits"]["items"]
-    assert item["properties"]["knob"]["enum"] == ["HIDDEN", "LEARNING_RATE", "STEPS"]
+    choices = schema["properties"]["edits"]["items"]["anyOf"]
+    knobs = {c["properties"]["knob"]["const"]: c["properties"]["value"]["enum"] for c in choices}
+    assert knobs["HIDDEN"] == [1, 2, 3, 5, 8, 20, 40]
+    assert knobs["LEARNING_RATE"][0] == 0.0001 and knobs["LEARNING_RATE"][-1] == 0.01
+    assert 0.001 not in knobs["LEARNING_RATE"]
+    assert set(knobs) == {"LEARNING_RATE", "HIDDEN", "STEPS"}
     assert sent.body["response_format"]["type"] == "json_schema"
     # The edit right after the description; lengths bounded for a local server's grammar.
     assert list(schema["properties"]) == ["description", "edits", "hypothesis", "lesson"]
@@ -299,7 +304,8 @@ def test_json_edits_knobs_and_lines() -> None:
         fmt.parse(knob_json("HIDDEN", "wide"), surface)  # type: ignore[arg-type]
     raw = '{"description": "two\nlines", "edits": [{"knob": "STEPS", "value": 900}]}'
     assert "STEPS = 900" in fmt.parse(raw, surface).files["train.py"]  # a raw newline is fine
-    assert "maxLength" not in json.dumps(fmt.schema(surface))  # OpenAI's strict mode refuses it
+    remote = json.dumps(fmt.schema(surface))  # OpenAI's strict mode refuses maxLength
+    assert "maxLength" not in remote and '"enum": ["HIDDEN", "LEARNING_RATE", "STEPS"]' in remote
     with pytest.raises(EditError, match="does not parse"):
         fmt.parse('{"edits": [}', surface)
     with pytest.raises(EditError, match="no JSON object"):

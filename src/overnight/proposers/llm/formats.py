@@ -63,8 +63,9 @@ class EditFormat(ABC):
         """How to reply, for the system prompt."""
 
     def schema(self, surface: Mapping[str, str], bounded: bool = False) -> dict[str, Any] | None:
-        """The JSON schema of a reply, for constrained decoding; `bounded` adds string
-        lengths (for llama.cpp's grammars; OpenAI's strict mode refuses maxLength)."""
+        """The JSON schema of a reply, for constrained decoding; `bounded` (a local server
+        whose grammar takes it; OpenAI's strict mode refuses maxLength) adds string lengths
+        and holds each knob to values that change it."""
         return None
 
     def surface_note(self, surface: Mapping[str, str]) -> str:
@@ -186,7 +187,13 @@ Reply with one JSON object and nothing else:
             return {"type": "string", "maxLength": limit} if bounded else {"type": "string"}
 
         knobs = _knobs(surface)
-        if knobs:
+        if knobs and bounded:
+            # A grammar can hold each knob to values that change it: a weak model that would
+            # copy the current value must pick a change (from 0.1x to 10x) instead.
+            item = {"anyOf": [_obj({"knob": {"type": "string", "const": _knob_id(k, surface)},
+                                    "value": {"type": "number", "enum": _candidates(k)}})
+                              for k in knobs]}  # fmt: skip
+        elif knobs:
             names = sorted({_knob_id(k, surface) for k in knobs})
             item = _obj({"knob": {"type": "string", "enum": names}, "value": {"type": "number"}})
         else:
@@ -290,6 +297,23 @@ def _knobs(surface: Mapping[str, str]) -> list[Knob]:
 
 def _knob_id(knob: Knob, surface: Mapping[str, str]) -> str:
     return knob.name if len(surface) == 1 else f"{knob.path}:{knob.name}"
+
+
+FACTORS = (0.1, 0.2, 0.5, 0.8, 1.25, 2, 5, 10)
+
+
+def _candidates(knob: Knob) -> list[int | float]:
+    """Values that change a knob, from a tenth to ten times its value (a zero knob: small
+    round numbers); ints stay at least 1 when they are."""
+    start = knob.value or (1 if knob.kind == "int" else 0.01)
+    out: list[int | float] = []
+    for factor in FACTORS if knob.value else (1, 10, 100):
+        value = round_value(start * factor, knob.kind)
+        if knob.kind == "int" and knob.value >= 1:
+            value = max(1, value)
+        if value != knob.value and value not in out:
+            out.append(value)
+    return out
 
 
 def _neighbours(knob: Knob) -> str:
