@@ -154,7 +154,7 @@ class JsonEdit(EditFormat):
     structured = True
 
     def min_output(self, surface_tokens: int) -> int:
-        return 160
+        return 320  # the fields at their bounded lengths and a few edits
 
     def instructions(self, fill: Mapping[str, str], surface: Mapping[str, str]) -> str:
         if _knobs(surface):
