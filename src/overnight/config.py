@@ -133,6 +133,13 @@ _PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
 _plugins_setting = os.environ.get(_PLUGINS_ENV)
 os.environ[_PLUGINS_ENV] = "__all__"
 
+EDIT_FORMATS = ("search_replace", "whole_file", "json")
+_FORMATS = f"expected a non-empty list of distinct names from {', '.join(EDIT_FORMATS)}"
+EditFormats = Annotated[
+    list[str],
+    _must(lambda v: v and len(set(v)) == len(v) and set(v) <= set(EDIT_FORMATS), _FORMATS),
+]
+
 
 class _Section(BaseModel):
     # strict: TOML values are typed already, so "2" for an integer is a mistake to report.
@@ -297,6 +304,10 @@ class ProposerConfig(_Section):
     max_retries: int = Field(default=5, ge=0)
     # model -> [usd per 1M input tokens, usd per 1M output tokens]
     prices: dict[str, PricePair] = Field(default_factory=dict)
+    # The model's context window in tokens; 0: ask the server, else a safe default.
+    context_tokens: int = Field(default=0, ge=0)
+    # Edit formats of the llm proposer, in the order it falls back through them.
+    formats: EditFormats = Field(default_factory=lambda: list(EDIT_FORMATS))
 
 
 class ExecutorConfig(_Section):

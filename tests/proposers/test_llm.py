@@ -15,9 +15,16 @@ from overnight.config import config_from_dict
 from overnight.errors import UsageError
 from overnight.isolation.redact import Redactor
 from overnight.proposers.base import Context
+from overnight.proposers.llm.formats import FORMATS
 from overnight.proposers.llm.llm import LLMProposer
 from overnight.proposers.llm.pricing import cost_usd, price_for
-from overnight.proposers.llm.prompts import agent_prompt, llm_prompt, parse_fields
+from overnight.proposers.llm.prompts import (
+    LEVELS,
+    agent_prompt,
+    llm_prompt,
+    parse_fields,
+    volatile_sections,
+)
 from overnight.proposers.llm.providers import (
     CallFailed,
     Completion,
@@ -95,9 +102,9 @@ def test_openai_outcomes_cost_prompt_and_secrets(tmp_path: Path) -> None:
     replies = [
         reply("X = 10", "X = 7", desc="X 10 to 7", extra="key={KEY}"),
         "DESCRIPTION: broken\n\nscore.py\n<<<<<<< SEARCH\nX = 7\n",  # cut-off block
-        reply("X = 99", "X = 1", desc="X from a file that is not there"),
+        reply("X = 99", "X = 1", desc="X from a file that is not there"),  # its repair turn
         reply("locked", "unlocked", path="helper.txt", desc="edit the helper"),
-        Reply(reply("X = 7", "X = 6", desc="X 7 to 6"), truncated=True),
+        Reply(reply("X = 7", "X = 6", desc="X 7 to 6"), truncated=True),  # its repair turn
         reply("   X = 7   ", "   X = 5", desc="X 7 to 5"),  # whitespace-tolerant match
     ]
     dump = tmp_path / "env"
@@ -107,49 +114,71 @@ def test_openai_outcomes_cost_prompt_and_secrets(tmp_path: Path) -> None:
             f'provider = "openai"\nmodel = "gpt-4o"\nbase_url = "{server.openai_url}"\n'
             f'api_key_env = "{KEY_ENV}"\nmax_retries = 0\n'
         ), dump)  # fmt: skip
-        out = run_cli(repo, "run", "-n", "6", "--plain", env=env_for(dump))
+        out = run_cli(repo, "run", "-n", "4", "--plain", env=env_for(dump))
         assert out.returncode == 0, out.stderr + out.stdout
     assert "proposer: llm" in out.stdout
     log = log_of(repo)
     statuses = [r["status"] for r in log]
-    assert statuses == ["keep", "keep", "invalid", "invalid", "invalid", "invalid", "keep"]
+    assert statuses == ["keep", "keep", "invalid", "invalid", "keep"]
     reasons = [r["reason"] for r in log]
-    assert "block 1 (reply line 4): the reply ends before '=======' (cut off?)" in reasons[2]
-    assert "block 1 for score.py: its SEARCH text matches nothing" in reasons[3]
-    assert "closest line is 2: `X = 7`" in reasons[3]
-    assert "edits helper.txt, which is outside the surface (only score.py may change)" in reasons[4]
-    assert "cut off at the output limit of 8192 tokens (stop reason 'length')" in reasons[5]
+    # The repair turn's reply is the one judged; the reason says there was one.
+    assert reasons[2].startswith("unusable search_replace reply: block 1 for score.py: its "
+                                 "SEARCH text matches nothing")  # fmt: skip
+    assert "closest line is 2: `X = 7`" in reasons[2] and "(after a repair turn)" in reasons[2]
+    assert "cut off at the output limit of" in reasons[3] and "stop reason 'length'" in reasons[3]
     assert [r["value"] for r in log if r["status"] == "keep"] == [10, 7, 5]
-    assert log[1]["description"] == "X 10 to 7" and log[6]["description"] == "X 7 to 5"
+    assert log[1]["description"] == "X 10 to 7" and log[4]["description"] == "X 7 to 5"
     assert git(repo, "show", "overnight/t:score.py") == SCORE.replace("10", "5").strip()
 
-    # Each prompt carries the context, including why the previous replies were unusable.
+    # The repair turn shows the model its own reply and the parse error.
+    repair = server.requests[2].body["messages"]
+    assert [m["role"] for m in repair] == ["system", "user", "assistant", "user"]
+    assert repair[2]["content"].startswith("DESCRIPTION: broken")
+    assert "the reply ends before '=======' (cut off?)" in repair[3]["content"]
+    # Two unusable replies in a row demote SEARCH/REPLACE: the next proposal is asked for the
+    # whole file (and a SEARCH/REPLACE reply is still accepted then).
+    shown = [study(repo).show(n)["meta"] for n in range(1, 5)]
+    assert [m["format"] for m in shown] == ["search_replace"] * 3 + ["whole_file"]
+    assert [m["format_ok"] for m in shown] == [True, False, False, True]
+    assert "complete new content of the file" in server.requests[5].body["messages"][0]["content"]
+
+    # Each prompt carries the context, including why the previous replies were unusable;
+    # the stable part (instructions, surface) comes before the history.
     assert len(server.requests) == 6
     assert all(r.path == "/v1/chat/completions" and r.key == CANARY for r in server.requests)
     last = server.requests[5].prompt
     for expected in (
         "Make X small.", "Metric: score, goal: minimize", "killed after 10 seconds",
-        "   2| X = 7", "#1 keep", "hypothesis: X 10 to 7 lowers the score", "#2 invalid",
-        "the reply ends before '======='", "closest line is 2", "outside the surface",
-        "cut off at the output limit", "(after #2) lesson about the last result",
-        "<<<<<<< SEARCH", "DESCRIPTION:",
+        "\nX = 7\n", "#1 keep", "hypothesis: X 10 to 7 lowers the score", "#2 invalid",
+        "closest line is 2", "cut off at the output limit", "(after #2) lesson about the last",
+        "DESCRIPTION:",
     ):  # fmt: skip
         assert expected in last, expected
+    assert "   2| " not in last  # no line-number gutter
+    assert last.index("Make X small.") < last.index("## score.py") < last.index("# History")
     body = server.requests[0].body
-    assert body["model"] == "gpt-4o" and body["max_tokens"] == 8192 and body["temperature"] == 0.7
+    assert body["model"] == "gpt-4o" and body["temperature"] == 0.7
+    # The output limit is what the context leaves (a local server that does not say: 4096).
+    budget = shown[0]["budget"]
+    assert budget["context"] == 4096 and body["max_tokens"] == budget["max_tokens"]
+    assert budget["prompt_tokens"] + body["max_tokens"] <= 4096
 
-    # Cost: 6 calls of 1000 input and 200 output tokens at gpt-4o's $2.5 / $10 per 1M.
+    # Cost: 6 calls of 1000 input and 200 output tokens (the cut-off one: all its max_tokens)
+    # at gpt-4o's $2.5 / $10 per 1M; the repair turns are counted with their experiment.
     status = cli_json(repo, "status")
     assert isinstance(status, dict)
-    assert status["cost_usd"] == pytest.approx(6 * (1000 * 2.5 + 200 * 10) / 1e6)
-    one = study(repo).show(1)
+    cut = server.requests[4].body["max_tokens"]
+    assert status["cost_usd"] == pytest.approx((6 * 1000 * 2.5 + (5 * 200 + cut) * 10) / 1e6)
+    one, two = study(repo).show(1), study(repo).show(2)
     assert one["cost_usd"] == pytest.approx(0.0045) and one["meta"]["model"] == "gpt-4o"
+    assert two["cost_usd"] == pytest.approx(0.009) and json.loads(two["usage"])["calls"] == 2
     assert one["rationale"] == "the score is X. key=[REDACTED:OVN_CANARY_LLM]"
 
     # The full prompt and response are stored and shown on request.
-    shown = run_cli(repo, "show", "3", "--prompt")
-    assert "--- prompt.txt ---" in shown.stdout and "[system]" in shown.stdout
-    assert "X = 99" in shown.stdout  # the response
+    shown_cli = run_cli(repo, "show", "2", "--prompt")
+    assert "--- prompt.txt ---" in shown_cli.stdout and "[system]" in shown_cli.stdout
+    assert "X = 99" in shown_cli.stdout and "--- repair turn ---" in shown_cli.stdout
+    assert "format: search_replace" in shown_cli.stdout
 
     # The key is nowhere under .overnight/ (ledger bytes included) nor in any run's env.
     assert files_containing(repo / ".overnight", CANARY) == []
@@ -190,27 +219,33 @@ def test_anthropic_faults_are_retried_and_then_reported(tmp_path: Path) -> None:
     errors = [r["error"] for r in one["meta"]["retries"]]
     assert errors[0].startswith("HTTP 429") and errors[1].startswith("HTTP 500")
     assert errors[2] == "no answer within the timeout of 1s"
-    # Two calls returned usage (the keep and the cut-off reply) at $3 / $15 per 1M.
+    # Two calls returned usage (the keep, and the cut-off reply with all its max_tokens) at
+    # $3 / $15 per 1M.
     status = study(repo).status()
-    assert status["cost_usd"] == pytest.approx(2 * (1000 * 3 + 200 * 15) / 1e6)
+    cut = seen[4].body["max_tokens"]
+    assert status["cost_usd"] == pytest.approx((2 * 1000 * 3 + (200 + cut) * 15) / 1e6)
 
 
 def test_max_cost_stops_before_a_call_could_exceed_it(tmp_path: Path) -> None:
-    # Each call: 1000 in + 500 out at $10 / $100 per 1M = $0.06. The estimate of the next
-    # call is 1100 in + 1000 (max_tokens) out = $0.111, so with $0.29 the fourth call
-    # (0.18 + 0.111 > 0.29) is never made; the old rule would have spent $0.30.
+    # Each call: 1000 in + 500 out at $10 / $100 per 1M = $0.06, and each proposal takes two
+    # (prose, then its repair turn): $0.12. The estimate of the next proposal is two calls of
+    # 1100 in + 1000 (max_tokens) out = $0.222, so with $0.50 the fourth proposal
+    # (0.36 + 0.222 > 0.5) is never asked for; the old rule would have spent $0.60.
     with FakeLLM([Reply("no edit here", input_tokens=1000, output_tokens=500)]) as server:
         repo = llm_repo(tmp_path / "repo", (
             f'provider = "openai"\nmodel = "house-model"\nbase_url = "{server.openai_url}"\n'
             f'api_key_env = "{KEY_ENV}"\nmax_tokens = 1000\n'
             'prices = { "house-model" = [10.0, 100.0] }\n'
         ))  # fmt: skip
-        out = run_cli(repo, "run", "-n", "10", "--max-cost", "0.29", "--plain", env=env_for())
+        out = run_cli(repo, "run", "-n", "10", "--max-cost", "0.5", "--plain", env=env_for())
         assert out.returncode == 0, out.stderr + out.stdout
-    assert len(server.requests) == 3
+    assert len(server.requests) == 6
     assert "cost limit reached" in out.stdout
     status = study(repo).status()
-    assert status["cost_usd"] == pytest.approx(0.18) and status["experiments"] == 4
+    assert status["cost_usd"] == pytest.approx(0.36) and status["experiments"] == 4
+    reason = study(repo).log()[1].reason
+    assert reason == ("unusable search_replace reply: the reply contains no SEARCH/REPLACE "
+                      "block (found prose only, 1 line) (after a repair turn)")  # fmt: skip
 
 
 def test_missing_key_is_a_usage_error_and_auto_says_which(
@@ -334,21 +369,46 @@ def rich_context() -> Context:
 
 def test_prompt_has_everything_a_researcher_wants() -> None:
     ctx = rich_context()
-    system, user = llm_prompt(ctx, whole_file=True, hidden={"holdout_acc"})
-    assert "<<<<<<< SEARCH" in system and "complete new content" in system
+    fmt = FORMATS["search_replace"]
+    prompt = llm_prompt(ctx, lambda fill: fmt.instructions(fill, ctx.surface), {"holdout_acc"})
+    assert "<<<<<<< SEARCH" in prompt.system and "Reply in exactly this format" in prompt.system
+    user = prompt.user
     for expected in (
         "Be bold.", "goal: minimize (lower is better)", "killed after 5 minutes",
         "experiment 25 with score = 8", "mem_mb = 50", "mem_mb <= 100",
         "#25 keep · score=8 (Δ -2 vs best, better)", "hypothesis: smaller X helps",
         "#26 invalid", "block 1 matches nothing", "#27 crash", "ZeroDivisionError",
-        "run 25: 3 tool calls", "(after #24) X matters", "   2| X = 10",
-        "(11 older omitted)",
+        "run 25: 3 tool calls", "(after #24) X matters", "\nX = 10\n",
+        "11 older ones omitted",
     ):  # fmt: skip
         assert expected in user, expected
     assert "holdout_acc" not in user and "#11 discard" not in user and "#12 discard" in user
-    assert "complete new content" not in llm_prompt(ctx, whole_file=False)[0]
+    assert "   2| X = 10" not in user  # no line-number gutter
+    # Stable first: the surface and instructions before anything that changes per experiment.
+    assert prompt.stable.endswith("```") and "Be bold." in prompt.stable
+    assert "# History" in prompt.volatile and "# History" not in prompt.stable
+    whole = FORMATS["whole_file"].instructions({"reply_format": "R", "example_path": "p"}, {})
+    assert "complete new content" in whole
     agent = agent_prompt(ctx, "/tmp/d.txt")
-    assert "# Your task" in agent and "/tmp/d.txt" in agent and "   2| X = 10" not in agent
+    assert "# Your task" in agent and "/tmp/d.txt" in agent and "X = 10" not in agent
+
+
+def test_history_compacts_and_collapses_repeated_failures() -> None:
+    ctx = rich_context()
+    ctx.history += [record(n, "invalid", None, reason="unusable reply: no block")
+                    for n in range(28, 33)]  # fmt: skip
+    ctx.in_flight = [{"experiment": 33, "description": "try a cosine schedule"}]
+    full = volatile_sections(ctx, LEVELS[0])
+    text = "\n".join(full)
+    assert "#28–#32 invalid ×5 (the same each time) · reason: unusable reply: no block" in text
+    assert "#29 invalid" not in text
+    assert '- #33: "try a cosine schedule"' in text
+    least = "\n".join(volatile_sections(ctx, LEVELS[-1]))
+    assert len(least) < len(text) / 3
+    assert "#25 keep" in least  # the best is always there
+    assert "ZeroDivisionError" not in least and "X matters" not in least
+    sizes = [len("\n".join(volatile_sections(ctx, lv))) for lv in LEVELS]
+    assert sizes == sorted(sizes, reverse=True)
 
 
 def test_reply_fields() -> None:
@@ -390,11 +450,15 @@ def test_llm_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_prompt_lists_the_experiments_in_flight() -> None:
     ctx = rich_context()
-    _, user = llm_prompt(ctx, whole_file=True)
+    def user_of(ctx: Context) -> str:
+        fmt = FORMATS["search_replace"]
+        return llm_prompt(ctx, lambda fill: fmt.instructions(fill, ctx.surface)).user
+
+    user = user_of(ctx)
     assert "in flight" not in user  # nothing running: no section
     ctx.in_flight = [{"experiment": 28, "description": "X 8 → 6"},
                      {"experiment": None, "description": "Y 2 → 1"}]  # fmt: skip
-    _, user = llm_prompt(ctx, whole_file=True)
+    user = user_of(ctx)
     section = user.split("# Experiments in flight\n", 1)[1].split("\n\n", 1)[0]
     assert "Do not propose them again" in section
     assert section.splitlines()[1:] == ['- #28: "X 8 → 6"', '- next: "Y 2 → 1"']

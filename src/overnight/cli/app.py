@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import typer
 
-from overnight.cli import inspect, mcp, review, run, serve
+from overnight.cli import check_model, inspect, mcp, review, run, serve
 from overnight.cli.common import app
 from overnight.errors import OvernightError
 
@@ -29,6 +29,7 @@ app.command()(review.finish)
 app.command("apply")(review.apply_change)
 app.command()(review.accept)
 app.command()(mcp.mcp)
+app.command("check-model")(check_model.check_model)
 
 
 def _click_exception() -> type[Exception]:

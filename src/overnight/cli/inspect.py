@@ -10,7 +10,7 @@ from overnight.cli.common import ConfigOpt, JsonOpt, emit_json, open_study
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Where the study stands: baseline, best, counts, cost."""
-    from overnight.cli.view import best_line, counts_line, rate_line
+    from overnight.cli.view import best_line, counts_line, model_line, rate_line
 
     study = open_study(config, cached=True)
     st = study.status()
@@ -21,6 +21,8 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(best_line(st))
     typer.echo(counts_line(st))
     typer.echo(rate_line(st))
+    if model_line(st):
+        typer.echo(model_line(st))
     for line in stop_lines(st):
         typer.echo(line)
     if st["suspects"]:
@@ -109,6 +111,13 @@ def show(
         typer.echo(f"reason: {info['reason']}")
     if info["rationale"]:
         typer.echo(f"rationale: {info['rationale']}")
+    if (info.get("meta") or {}).get("format"):
+        import json as _json
+
+        usage = info.get("usage") or {}
+        typer.echo(
+            _format_line(info["meta"], _json.loads(usage) if isinstance(usage, str) else usage)
+        )
     if info.get("constraints"):
         typer.echo(_constraints_line(info["constraints"], "here"))
     for line in _trust_lines(info):
@@ -163,6 +172,22 @@ def _show_tasks(study: Any, n: int, as_json: bool) -> None:
         typer.echo(f"  malformed trace: {problem}")
 
 
+def _format_line(meta: dict[str, Any], usage: dict[str, Any]) -> str:
+    """`show`: the llm proposer's edit format, calls and prompt budget."""
+    repair = meta.get("repair") or {}
+    line = f"format: {meta['format']}"
+    if repair:
+        line += " (repaired)" if repair.get("ok") else " (a repair turn did not help)"
+    line += f" · {usage.get('calls', 1)} call(s)"
+    budget = meta.get("budget") or {}
+    if budget.get("context"):
+        line += (f" · prompt ~{budget.get('prompt_tokens', '?')} + output "
+                 f"{budget.get('max_tokens', '?')} of {budget['context']} tokens")  # fmt: skip
+    if usage.get("cache_read_input_tokens"):
+        line += f" · {usage['cache_read_input_tokens']} prompt tokens from the cache"
+    return line
+
+
 def _constraints_line(rows: list[dict[str, Any]], who: str) -> str:
     from overnight.judging.rules import fmt
 
@@ -213,5 +238,3 @@ def _trust_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"transferred: made on {str(moved.get('from'))[:7]}, carried onto "
                      f"experiment {moved.get('onto')} {how}, then measured there")  # fmt: skip
     return lines
-
-

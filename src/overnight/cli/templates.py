@@ -109,6 +109,8 @@ prefer_simpler = false
 #timeout = "5m"
 #max_retries = 5
 #prices = {{ "my-model" = [3.0, 15.0] }}
+#context_tokens = 0            # llm: the model's context window (0: ask the server)
+#formats = ["search_replace", "whole_file", "json"]   # llm: `overnight check-model` suggests
 
 # Where runs happen: local slots (one GPU each via `gpus`) or a ray cluster.
 #[executor]

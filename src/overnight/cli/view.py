@@ -44,6 +44,20 @@ def rate_line(status: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def model_line(status: dict[str, Any]) -> str:
+    """Model tokens and the prompt cache's savings; empty when no model was called."""
+    m = status.get("model") or {}
+    if not m.get("calls"):
+        return ""
+    line = (f"model: {m['calls']} calls, {m['input_tokens']:,} prompt and "
+            f"{m['output_tokens']:,} output tokens")  # fmt: skip
+    if m.get("cached_tokens"):
+        line += (f"; prompt cache {m['cached_tokens']:,} tokens ({m['cached_share']:.0%}), "
+                 f"saved ${m['saved_usd']:.4f} (${m['saved_usd_per_experiment']:.4f} "
+                 "per experiment)")  # fmt: skip
+    return line
+
+
 def counts_line(status: dict[str, Any]) -> str:
     """`keep 2 (+ baseline)  discard 5  crash 0 ...`: the baseline (experiment 0, status
     keep) is named apart, so the keeps are the improvements the plot and the report count."""

@@ -80,7 +80,7 @@ def load_proposer(kind: str, cfg: Any, seed: int = 0) -> tuple[BaseProposer, str
 # a recorded experiment without the proposer running (apply, finish --drop, --ablate).
 REAPPLY = {
     "tune": "overnight.proposers.tune.rebase:reset_knobs",
-    "llm": "overnight.proposers.llm.edits:reapply_blocks",
+    "llm": "overnight.proposers.llm.formats:reapply",
 }
 
 
@@ -90,6 +90,4 @@ def reapplier(proposal: Proposal) -> Callable[[dict[str, str]], dict[str, str] |
     if spec is None:
         return None
     fn = _load_object(spec)
-    if proposal.proposer == "llm":
-        return lambda surface: fn(proposal.response, surface)
     return lambda surface: fn(proposal, surface)

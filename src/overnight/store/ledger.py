@@ -343,6 +343,16 @@ class Ledger:
         row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM experiments").fetchone()
         return float(row[0])
 
+    def model_usage(self) -> dict[str, float]:
+        """Model tokens, calls and prompt-cache savings summed over every experiment."""
+        keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "calls",
+                "cache_saved_usd")  # fmt: skip
+        sums = ", ".join(f"COALESCE(SUM(json_extract(usage, '$.{k}')), 0)" for k in keys)
+        row = self.db.execute(
+            f"SELECT COUNT(*), {sums} FROM experiments WHERE usage != '{{}}'"  # noqa: S608
+        ).fetchone()
+        return {"experiments": row[0], **dict(zip(keys, row[1:], strict=True))}
+
     def count(self) -> int:
         row = self.db.execute("SELECT COUNT(*) FROM experiments WHERE state='decided'").fetchone()
         return int(row[0])

@@ -145,6 +145,7 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "experiments": records_n,
         "counts": counts,
         "cost_usd": round(ledger.total_cost(), 6),
+        "model": model_status(ledger),
         "hit_rate": (kept / proposed) if proposed > 0 else None,
         "experiments_per_hour": (tried / (run_s / 3600)) if run_s > 0 else None,
         "elapsed_hours": elapsed_h,
@@ -157,6 +158,21 @@ def status_of(study: Study, ledger: Ledger) -> dict[str, Any]:
         "suspects": [n for (n,) in ledger.db.execute(
             "SELECT n FROM experiments WHERE status='suspect' ORDER BY n")],
         **stop_status(ledger),
+    }  # fmt: skip
+
+
+def model_status(ledger: Ledger) -> dict[str, Any]:
+    """The llm proposer's tokens, and what prompt caching saved, in all and per experiment."""
+    u = ledger.model_usage()
+    n = int(u["experiments"])
+    cached = int(u["cache_read_input_tokens"])
+    prompt = int(u["input_tokens"]) + cached
+    return {
+        "experiments": n, "calls": int(u["calls"]), "input_tokens": prompt,
+        "output_tokens": int(u["output_tokens"]), "cached_tokens": cached,
+        "cached_share": cached / prompt if prompt else None,
+        "saved_usd": round(float(u["cache_saved_usd"]), 6),
+        "saved_usd_per_experiment": round(float(u["cache_saved_usd"]) / n, 6) if n else None,
     }  # fmt: skip
 
 

@@ -22,7 +22,8 @@ REPLACE = re.compile(r"^\s*>{5,9} ?REPLACE\s*$")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*[\w+.#-]*\s*$")
 # What a path line may look like once decorations (`, *, #, trailing colon) are stripped.
 PATH = re.compile(r"^[\w][\w./@+-]*$")
-GUTTER = re.compile(r"^\s*\d+\s?[|│:]\s?")  # "  12| code", as in prompts.number_lines
+# "  12| code": a weak model may copy a line-number gutter into its reply.
+GUTTER = re.compile(r"^\s*\d+\s?[|│:]\s?")
 
 
 class EditError(ValueError):
@@ -128,6 +129,21 @@ def parse_whole_files(reply: str) -> list[WholeFile]:
             found.append(WholeFile(path, "\n".join(lines[i + 1 : end]) + "\n", i + 1))
         i = end + 1  # skip the whole fenced block: its closing fence is no opener
     return found
+
+
+def found_instead(reply: str) -> str:
+    """What a reply without a usable edit holds instead, in a few words."""
+    lines = reply.splitlines()
+    if not reply.strip():
+        return "an empty reply"
+    fences = [i for i, line in enumerate(lines) if FENCE.match(line)]
+    if fences:
+        pathless = _path_before(lines, fences[0]) is None
+        what = "a code block without a file path line above it" if pathless else "a code block"
+        return what if len(fences) % 2 == 0 else what + " that is never closed"
+    if lines and lines[0].lstrip().startswith(("{", "[")):
+        return "JSON"
+    return f"prose only, {len(lines)} line{'s' if len(lines) != 1 else ''}"
 
 
 def _resolve(path: str | None, surface: Mapping[str, str], what: str) -> str:
@@ -249,8 +265,8 @@ def apply_edits(reply: str, surface: Mapping[str, str], whole_files: bool) -> di
     blocks = parse_blocks(reply)
     wholes = [] if blocks else parse_whole_files(reply)
     if not blocks and not wholes:
-        raise EditError("the reply contains no SEARCH/REPLACE block (expected: the file path "
-                        "line, then <<<<<<< SEARCH / ======= / >>>>>>> REPLACE)")  # fmt: skip
+        raise EditError(f"the reply contains no SEARCH/REPLACE block (found "
+                        f"{found_instead(reply)})")  # fmt: skip
     new = dict(surface)
     if wholes:
         if not whole_files:

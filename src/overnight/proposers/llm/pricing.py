@@ -44,6 +44,16 @@ PRICES: dict[str, Price] = {
 # Anthropic bills prompt-cache writes and reads relative to the input price.
 CACHE_WRITE = 1.25
 CACHE_READ = 0.1
+# OpenAI caches stable prefixes itself and bills the cached part at a model-dependent share.
+OPENAI_CACHE_READ = {"gpt-5": 0.1, "gpt-4.1": 0.25, "o3": 0.25, "o4": 0.25, "gpt-4o": 0.5,
+                     "o1": 0.5}  # fmt: skip
+
+
+def cache_read_factor(model: str) -> float:
+    """The share of the input price a cached prompt token costs."""
+    name = model.rsplit("/", 1)[-1]
+    hits = [k for k in OPENAI_CACHE_READ if name.startswith(k)]
+    return OPENAI_CACHE_READ[max(hits, key=len)] if hits else CACHE_READ
 
 
 def _lookup(model: str, table: Mapping[str, Sequence[float]]) -> Price | None:
@@ -72,15 +82,26 @@ def price_for(model: str, overrides: Mapping[str, Sequence[float]] | None = None
     return None
 
 
-def cost_usd(usage: Mapping[str, Any], price: Price | None) -> float:
-    """The cost of one call's `usage` (input_tokens, output_tokens and cache counts)."""
+def cost_usd(usage: Mapping[str, Any], price: Price | None, read: float = CACHE_READ) -> float:
+    """The cost of one call's `usage` (input_tokens, output_tokens and cache counts);
+    `read`: the share of the input price a cache-read token costs."""
     if price is None:
         return 0.0
     p_in, p_out = price
     tokens_in = float(usage.get("input_tokens", 0) or 0)
     tokens_out = float(usage.get("output_tokens", 0) or 0)
     written = float(usage.get("cache_creation_input_tokens", 0) or 0)
-    read = float(usage.get("cache_read_input_tokens", 0) or 0)
+    cached = float(usage.get("cache_read_input_tokens", 0) or 0)
     total = tokens_in * p_in + tokens_out * p_out
-    total += written * p_in * CACHE_WRITE + read * p_in * CACHE_READ
+    total += written * p_in * CACHE_WRITE + cached * p_in * read
     return total / 1_000_000
+
+
+def saved_usd(usage: Mapping[str, Any], price: Price | None, read: float = CACHE_READ) -> float:
+    """What prompt caching saved on one call: cache reads at full price minus what they and
+    the cache writes cost (a write costs more than a plain input token)."""
+    if price is None:
+        return 0.0
+    written = float(usage.get("cache_creation_input_tokens", 0) or 0)
+    cached = float(usage.get("cache_read_input_tokens", 0) or 0)
+    return (cached * (1 - read) - written * (CACHE_WRITE - 1)) * price[0] / 1_000_000

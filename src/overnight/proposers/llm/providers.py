@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overnight.errors import UsageError
+from overnight.proposers.llm.budget import Overflow, parse_overflow
 
 BACKOFF_CAP_S = 60.0
 # A server may ask for a long pause; beyond this we would rather fail the experiment and
@@ -40,18 +41,43 @@ class Completion:
 
 
 @dataclass
+class Request:
+    """One call: the system message, the user message in a stable head and a volatile tail
+    (prompt caching marks the end of the head), and for a repair turn the model's own reply
+    and what was wrong with it."""
+
+    system: str
+    stable: str
+    volatile: str
+    max_tokens: int
+    temperature: float | None = None
+    schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
+    turns: list[tuple[str, str]] = field(default_factory=list)  # (role, text) after the user
+    cache: bool = True  # mark the stable prefix for provider prompt caching
+
+    @property
+    def user(self) -> str:
+        return self.stable + "\n\n" + self.volatile
+
+    def chars(self) -> int:
+        return len(self.system) + len(self.user) + sum(len(t) for _, t in self.turns)
+
+
+@dataclass
 class Fault:
     message: str
     retryable: bool
     retry_after: float | None = None
+    overflow: Overflow | None = None  # the request did not fit the model's context
 
 
 class CallFailed(Exception):
     """The call failed for good: not retryable, or still failing after the retries."""
 
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, fault: Fault | None = None) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.fault = fault
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -106,10 +132,8 @@ def call_with_retries(
             fault = classify(exc)
             entry: dict[str, Any] = {"attempt": attempt + 1, "error": fault.message}
             log.append(entry)
-            if not fault.retryable:
-                raise CallFailed(fault.message, attempt + 1) from exc
-            if attempt == max_retries:
-                raise CallFailed(fault.message, attempt + 1) from exc
+            if not fault.retryable or attempt == max_retries:
+                raise CallFailed(fault.message, attempt + 1, fault) from exc
             wait = retry_delay(attempt, fault.retry_after, base_s, rng)
             entry["wait_s"] = round(wait, 3)
             if fault.retry_after is not None:
@@ -135,9 +159,12 @@ class Provider(ABC):
     The SDK is imported in a background thread from the start: importing it takes a second
     or two, which then overlaps with the baseline run instead of delaying the first call."""
 
-    def __init__(self, api_key: str, base_url: str, timeout: float) -> None:
+    def __init__(self, api_key: str, base_url: str, timeout: float, local: bool = False) -> None:
         self.timeout = timeout
         self.base_url = base_url
+        # A local server keeps computing a request its client gave up on: a timed-out
+        # request is not sent again (it would queue behind the abandoned one).
+        self.local = local
         self._api_key = api_key
         self._client: Any = None
         self._sdk: Any = None
@@ -178,14 +205,18 @@ class Provider(ABC):
         return self._sdk
 
     @abstractmethod
-    def complete(
-        self, model: str, system: str, user: str, max_tokens: int, temperature: float | None
-    ) -> Completion:
-        """One attempt; `temperature` None leaves the model's default."""
+    def complete(self, model: str, request: Request) -> Completion:
+        """One attempt; `request.temperature` None leaves the model's default."""
 
     def classify(self, exc: BaseException) -> Fault:
         sdk = self.sdk
         if isinstance(exc, sdk.APITimeoutError):
+            if self.local:
+                return Fault(
+                    f"no answer within the timeout of {self.timeout:g}s; not resent "
+                    "while the local server may still be computing it",
+                    False,
+                )
             return Fault(f"no answer within the timeout of {self.timeout:g}s", True)
         if isinstance(exc, sdk.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
@@ -194,9 +225,12 @@ class Provider(ABC):
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
             headers = getattr(getattr(exc, "response", None), "headers", None)
+            text = " ".join(_error_text(exc).split())
+            overflow = parse_overflow(text)
+            if overflow is not None:  # llama-cpp-python answers 500 on some overflows
+                return Fault(f"HTTP {status}: {text[:300]}", False, overflow=overflow)
             retryable = status in (408, 409, 429) or status >= 500
-            text = " ".join(_error_text(exc).split())[:300]
-            return Fault(f"HTTP {status}: {text}", retryable, parse_retry_after(headers))
+            return Fault(f"HTTP {status}: {text[:300]}", retryable, parse_retry_after(headers))
         return Fault(f"{type(exc).__name__}: {exc}", False)
 
     def close(self) -> None:
@@ -205,67 +239,108 @@ class Provider(ABC):
 
 
 class OpenAIProvider(Provider):
-    """Chat Completions: OpenAI itself, or any compatible server through `base_url`."""
+    """Chat Completions: OpenAI itself, or any compatible server through `base_url`.
+
+    A JSON schema goes as `response_format` {"type": "json_schema"} (OpenAI, llama.cpp's
+    llama-server, Ollama, vLLM, LM Studio); a server that refuses that form gets
+    {"type": "json_object", "schema": ...} (llama-cpp-python, which turns it into a llama.cpp
+    grammar; it refuses the other form with HTTP 500), and one that refuses both gets the
+    prompt's instructions alone."""
 
     # Reasoning models take max_completion_tokens and only the default temperature.
     REASONING = ("o1", "o3", "o4", "gpt-5")
+    SCHEMA_MODES = ("json_schema", "json_object", "none")
 
-    def __init__(self, api_key: str, base_url: str, timeout: float) -> None:
-        super().__init__(api_key, base_url, timeout)
+    def __init__(self, api_key: str, base_url: str, timeout: float, local: bool = False) -> None:
+        super().__init__(api_key, base_url, timeout, local)
+        self.schema_mode = self.SCHEMA_MODES[0]
         self._start("openai", "OpenAI")
 
-    def complete(
-        self, model: str, system: str, user: str, max_tokens: int, temperature: float | None
-    ) -> Completion:
-        params: dict[str, Any] = {
-            "model": model,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": user},
-            ],
-        }
+    def _response_format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        if self.schema_mode == "json_schema":
+            return {"type": "json_schema",
+                    "json_schema": {"name": "edit", "schema": schema, "strict": True}}  # fmt: skip
+        if self.schema_mode == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return None
+
+    def complete(self, model: str, request: Request) -> Completion:
+        messages = [
+            {"role": "system", "content": request.system},
+            {"role": "user", "content": request.user},
+            *({"role": role, "content": text} for role, text in request.turns),
+        ]
+        params: dict[str, Any] = {"model": model, "messages": messages}
         official = not self.base_url
         if official and model.startswith(self.REASONING):
-            params["max_completion_tokens"] = max_tokens
+            params["max_completion_tokens"] = request.max_tokens
         else:
             # Compatible servers (Ollama, vLLM, llama.cpp) all know max_tokens.
-            params["max_tokens"] = max_tokens
-            if temperature is not None:
-                params["temperature"] = temperature
-        resp = self.client.chat.completions.create(**params)
+            params["max_tokens"] = request.max_tokens
+            if request.temperature is not None:
+                params["temperature"] = request.temperature
+        while True:
+            fmt = self._response_format(request.schema) if request.schema else None
+            if fmt is not None:
+                params["response_format"] = fmt
+            try:
+                resp = self.client.chat.completions.create(**params)
+                break
+            except self.sdk.APIStatusError as exc:
+                if fmt is None or not self._refused_format(exc):
+                    raise
+                params.pop("response_format", None)
+                self.schema_mode = self.SCHEMA_MODES[self.SCHEMA_MODES.index(self.schema_mode) + 1]
         choice = resp.choices[0] if resp.choices else None
         text = (choice.message.content or "") if choice is not None else ""
         finish = (choice.finish_reason or "") if choice is not None else "no choices"
-        usage = {}
+        usage: dict[str, int] = {}
         if resp.usage is not None:
+            details = getattr(resp.usage, "prompt_tokens_details", None)
+            cached = int(getattr(details, "cached_tokens", 0) or 0)
             usage = {
-                "input_tokens": int(resp.usage.prompt_tokens or 0),
+                "input_tokens": int(resp.usage.prompt_tokens or 0) - cached,
                 "output_tokens": int(resp.usage.completion_tokens or 0),
             }
+            if cached:
+                usage["cache_read_input_tokens"] = cached
         return Completion(text, finish, finish == "length", usage)
+
+    @staticmethod
+    def _refused_format(exc: Any) -> bool:
+        """An error about the response_format itself, not about the prompt: a 400 or 422, or
+        llama-cpp-python's 500 wrapping its request validation error."""
+        text = _error_text(exc).lower() + str(getattr(exc, "body", "")).lower()
+        return (
+            exc.status_code in (400, 422, 500)
+            and ("response_format" in text or "json_schema" in text)
+            and parse_overflow(text) is None
+        )
 
 
 class AnthropicProvider(Provider):
-    """The Messages API."""
+    """The Messages API, with the system message and the prompt's stable head marked for
+    prompt caching (`cache_control`), so repeated calls read them at a tenth of the price."""
 
-    def __init__(self, api_key: str, base_url: str, timeout: float) -> None:
-        super().__init__(api_key, base_url, timeout)
+    def __init__(self, api_key: str, base_url: str, timeout: float, local: bool = False) -> None:
+        super().__init__(api_key, base_url, timeout, local)
         self._start("anthropic", "Anthropic")
 
-    def complete(
-        self, model: str, system: str, user: str, max_tokens: int, temperature: float | None
-    ) -> Completion:
+    def complete(self, model: str, request: Request) -> Completion:
         extra: dict[str, Any] = {}
-        if temperature is not None:
+        if request.temperature is not None:
             # Recent SDKs no longer list `temperature`; the API still reads it from the body.
-            extra["extra_body"] = {"temperature": temperature}
+            extra["extra_body"] = {"temperature": request.temperature}
+        mark = {"cache_control": {"type": "ephemeral"}} if request.cache else {}
+        system = [{"type": "text", "text": request.system, **mark}]
+        user = [{"type": "text", "text": request.stable, **mark},
+                {"type": "text", "text": request.volatile}]  # fmt: skip
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+        messages += [{"role": role, "content": text} for role, text in request.turns]
         resp = self.client.messages.create(
-            model=model,
-            system=system,
-            messages=[{"role": "user", "content": user}],
-            max_tokens=max_tokens,
+            model=model, system=system, messages=messages, max_tokens=request.max_tokens,
             **extra,
-        )
+        )  # fmt: skip
         text = "".join(getattr(b, "text", "") for b in resp.content if b.type == "text")
         u = resp.usage
         usage = {
@@ -282,9 +357,11 @@ class AnthropicProvider(Provider):
 PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "anthropic": AnthropicProvider}
 
 
-def make_provider(name: str, api_key: str, base_url: str, timeout: float) -> Provider:
+def make_provider(
+    name: str, api_key: str, base_url: str, timeout: float, local: bool = False
+) -> Provider:
     if name not in PROVIDERS:
         raise UsageError(
             f"[proposer].provider: expected one of {', '.join(PROVIDERS)}, got {name!r}"
         )
-    return PROVIDERS[name](api_key, base_url, timeout)
+    return PROVIDERS[name](api_key, base_url, timeout, local)
