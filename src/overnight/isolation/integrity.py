@@ -35,7 +35,8 @@ def outside_surface(paths: Iterable[str], surface: Iterable[str]) -> list[str]:
     return sorted(p for p in paths if p not in surface and not _matches(p, surface))
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -64,7 +65,7 @@ class ProtectedFiles:
                         found.add(rel)
         # Tracked files are already locked through git itself.
         self.files = sorted(found - tracked_set)
-        self.reference = {rel: _digest(root / rel) for rel in self.files}
+        self.reference = {rel: file_digest(root / rel) for rel in self.files}
         self._stats: dict[tuple[Path, str], tuple[int, int, int]] = {}
 
     def __bool__(self) -> bool:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from overnight.isolation import safefs
+from overnight.isolation import integrity, safefs
 from overnight.isolation.runner import MARKER_VAR, kill_marked
 
 # Bumped whenever the dicts exchanged with the controller change shape.
@@ -77,11 +77,7 @@ def file_digest(path: Path) -> str | None:
     try:
         if path.is_symlink():
             return "link:" + os.readlink(path)
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return integrity.file_digest(path)
     except OSError:
         return None
 
