@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from overnight.errors import ConfigError
+from overnight.proposers.tune.spec import parse_spec
 
 CONFIG_FILE = "overnight.toml"
 DURATION_HINT = "expected a duration like '90s', '5m' or '1h30m'"
@@ -111,6 +112,8 @@ GpuList = Annotated[
 ]
 _SIZE = 'expected a size like "8G" or "512M" (empty: no limit)'
 MemorySize = Annotated[str, _must(lambda v: not v.strip() or _MEMORY.match(v.strip()), _SIZE)]
+# A knob declaration of the tune proposer: "1e-4..0.1 log", "{1, 2, 4}", "pow2", "off", ...
+KnobSpecText = Annotated[str, AfterValidator(lambda v: parse_spec(v) and v)]
 
 
 class _Section(BaseModel):
@@ -232,6 +235,10 @@ class ProposerConfig(_Section):
     max_retries: int = Field(default=5, ge=0)
     # model -> [usd per 1M input tokens, usd per 1M output tokens]
     prices: dict[str, PricePair] = Field(default_factory=dict)
+    # tune: which knobs it searches (globs on knob names) and how (docs/proposers/tune.md)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    knobs: dict[str, KnobSpecText] = Field(default_factory=dict)
 
 
 class ExecutorConfig(_Section):

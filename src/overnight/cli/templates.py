@@ -97,6 +97,11 @@ prefer_simpler = false
 #timeout = "5m"
 #max_retries = 5
 #prices = {{ "my-model" = [3.0, 15.0] }}
+# tune (no model): which knobs it searches (globs; *SEED* is left alone unless included) and
+# how; the same words work in a comment on the knob's own line: `LR = 0.04  # tune: 1e-4..0.1`
+#include = []                 # only these knobs
+#exclude = []                 # never these, e.g. ["*_PEAK_FLOPS", "EVAL_*"]
+#knobs = {{ LR = "1e-4..0.1 log", BATCH = "pow2, divides TOTAL_BATCH", DROPOUT = "0..0.5" }}
 
 # Where runs happen: local slots (one GPU each via `gpus`) or a ray cluster.
 #[executor]
