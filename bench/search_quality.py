@@ -233,12 +233,14 @@ def main() -> None:
     ap.add_argument("--methods", default="tune,optuna,random")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="tiny setting, for the tests")
+    ap.add_argument("--save", type=Path, help="append each finished search to this JSONL "
+                    "file, and reuse the searches it already holds (resume a long run)")
     args = ap.parse_args()
     studies = args.studies.split(",")
     methods = args.methods.split(",")
-    seeds, n = (1, 6) if args.quick else (args.seeds, args.experiments)
-    if args.quick:
-        studies = [s for s in studies if s in ("pricing", "exchanger")] or studies
+    seeds, n = (1, 5) if args.quick else (args.seeds, args.experiments)
+    if args.quick:  # one fast study that needs nothing but overnight
+        studies = ["exchanger"]
     unknown = [s for s in studies if s not in STUDIES] + [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"unknown study or method: {', '.join(unknown)}")
@@ -246,11 +248,22 @@ def main() -> None:
     skipped = {s: f"needs {STUDIES[s].needs}: pip install -e '.[bench]'"
                for s in studies if not available(STUDIES[s].needs)}  # fmt: skip
     t0 = time.perf_counter()
+    done = []
+    if args.save and args.save.exists():
+        done = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
+    key = lambda r: (r["study"], r["method"], r["seed"], len(r["curve"]))  # noqa: E731
+    results = [r for r in done if key(r) in {(s, m, d, n) for s in studies for m in methods
+                                             for d in range(seeds)}]  # fmt: skip
+    have = {key(r) for r in results}
     with tempfile.TemporaryDirectory(prefix="overnight-q3-") as tmp, warm_server(Path(tmp)) as sock:
         work = [(s, m, seed, n, sock, Path(tmp)) for seed in range(seeds) for s in studies
-                if s not in skipped for m in methods]  # fmt: skip
+                if s not in skipped for m in methods if (s, m, seed, n) not in have]  # fmt: skip
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            results = list(pool.map(job, work))
+            for result in pool.map(job, work):
+                results.append(result)
+                if args.save:
+                    with args.save.open("a") as fh:
+                        fh.write(json.dumps(result) + "\n")
     report(results, studies, methods, marks, seeds, n, time.perf_counter() - t0, args.jobs,
            skipped)  # fmt: skip
 

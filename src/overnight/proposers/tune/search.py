@@ -17,7 +17,7 @@ from overnight.proposers.tune.space import Space
 
 Params = dict[str, Number]
 
-R0 = float(__import__("os").environ.get("TUNE_R0", "0.15"))  # first radius (unit coordinates)
+R0 = 0.3  # first radius, in unit coordinates (a log range of 100x: steps of ~4x)
 R_MAX = 0.5
 R_MIN = 1 / 64  # below this the region restarts at R0 (a restart around the best)
 MOVE_SHARE = 0.25  # each knob beyond the first joins a local move with this probability
@@ -48,16 +48,12 @@ class MoveChooser:
     """Thompson sampling between "local" (trust region) and "global" (the model's joint
     suggestion), on each kind of move's keep rate so far."""
 
-    tries: dict[str, float] = field(default_factory=lambda: {"local": 0.0, "global": 0.0})
-    keeps: dict[str, float] = field(default_factory=lambda: {"local": 0.0, "global": 0.0})
+    tries: dict[str, int] = field(default_factory=lambda: {"local": 0, "global": 0})
+    keeps: dict[str, int] = field(default_factory=lambda: {"local": 0, "global": 0})
     share: float | None = None  # a fixed share of local moves instead (for measurements)
-    decay: float = 1.0  # older results count this much less with each new one
 
     def record(self, move: str, kept: bool) -> None:
         if move in self.tries:
-            for m in self.tries:
-                self.tries[m] *= self.decay
-                self.keeps[m] *= self.decay
             self.tries[move] += 1
             self.keeps[move] += int(kept)
 

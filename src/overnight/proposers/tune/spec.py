@@ -20,8 +20,11 @@ import ast
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from typing import Any
+
+from overnight.proposers.tune.knobs import Knob
 
 Number = int | float
 
@@ -175,3 +178,48 @@ def tuned(
     if spec.declared_range:
         return True
     return not matches(name, DEFAULT_EXCLUDE)
+
+
+@dataclass
+class KnobRules:
+    """The `[proposer]` section's include/exclude lists and knob specs, applied to the
+    knobs of a surface together with their comments."""
+
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    specs: dict[str, KnobSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, section: Any) -> KnobRules:
+        """From a `ProposerConfig` (or None: the defaults)."""
+        return cls(
+            list(getattr(section, "include", None) or []),
+            list(getattr(section, "exclude", None) or []),
+            {n: parse_spec(t) for n, t in (getattr(section, "knobs", None) or {}).items()},
+        )
+
+    def specs_for(self, knobs: Mapping[str, Knob]) -> dict[str, KnobSpec]:
+        """Each knob's spec, the config's over its comment's; ValueError names the file and
+        knob of a spec that cannot be read or names a knob that does not exist."""
+        out = {}
+        for name, knob in knobs.items():
+            try:
+                own = comment_spec(knob.comment) or KnobSpec()
+            except ValueError as exc:
+                raise ValueError(f"{knob.path}: {knob.name}: tune: {exc}") from None
+            spec = (config_spec(name, self.specs) or KnobSpec()).over(own)
+            if spec.divides:
+                resolve(spec.divides, knobs, f"{knob.path}: {knob.name}")
+            out[name] = spec
+        return out
+
+    def tuned(self, name: str, spec: KnobSpec) -> bool:
+        return tuned(name, spec, self.include, self.exclude)
+
+
+def resolve(name: str, knobs: Mapping[str, Knob], who: str = "") -> str:
+    """The key of the knob a `divides NAME` refers to."""
+    found = [k for k, knob in knobs.items() if name in (k, knob.name)]
+    if not found:
+        raise ValueError(f"{who}: tune: divides {name}: no numeric knob named {name}")
+    return found[0]

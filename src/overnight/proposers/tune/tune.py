@@ -23,20 +23,17 @@ import math
 import os
 import random
 import threading
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import optuna
-from optuna.trial import TrialState
 
 from overnight.errors import UsageError
 from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.tune.knobs import Knob, Number, apply_values, find_knobs, format_value
 from overnight.proposers.tune.search import MoveChooser, TrustRegion, local_move, repair
 from overnight.proposers.tune.space import Space, build_space
-from overnight.proposers.tune.spec import KnobSpec, comment_spec, config_spec, parse_spec, tuned
+from overnight.proposers.tune.spec import KnobRules, KnobSpec, resolve
+from overnight.proposers.tune.trials import MODELS, TrialBook
 from overnight.store.records import ExperimentRecord, Proposal
 
 NO_KNOBS = (
@@ -49,24 +46,9 @@ N_STARTUP = 5  # random joint draws before TPE models; the benchmark gives Optun
 
 Params = dict[str, Number]
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 
 def _key(params: Params) -> tuple[tuple[str, Number], ...]:
     return tuple(sorted(params.items()))
-
-
-def make_sampler(name: str, seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
-    """The model behind global moves; "tpe" (multivariate, constant liar for run-ahead) is
-    the default, chosen by measurement (docs/proposers/tune.md)."""
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=n_startup, multivariate=True, constant_liar=True
-    )
 
 
 class TuneProposer(BaseProposer):
@@ -77,22 +59,14 @@ class TuneProposer(BaseProposer):
     def __init__(self, seed: int = 0, **options: Any) -> None:
         self.seed = seed
         cfg = options.pop("config", None)
-        section = getattr(cfg, "proposer", None)
-        self.include = list(getattr(section, "include", None) or [])
-        self.exclude = list(getattr(section, "exclude", None) or [])
-        self.specs: dict[str, KnobSpec] = {
-            name: parse_spec(text)
-            for name, text in (getattr(section, "knobs", None) or {}).items()
-        }
+        self.rules = KnobRules.from_config(getattr(cfg, "proposer", None))
         self.n_startup_trials = int(options.pop("n_startup_trials", N_STARTUP))
         self.sampler = str(options.pop("sampler", "tpe"))
         self.options = options  # other keys of a shared config are ignored
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._session = os.urandom(4).hex()  # tells this process's trials from a restart's
-        self._study: optuna.Study | None = None
-        self._direction = "minimize"
-        self._rebuilds = 0
+        self._book: TrialBook | None = None
         self._spaces: dict[str, Space] = {}
         self._baseline: Params | None = None  # experiment 0's knob values, when known
         self._told: set[int] = set()  # experiments given to Optuna, or known to be unusable
@@ -100,20 +74,20 @@ class TuneProposer(BaseProposer):
         self._seen: set[tuple[tuple[str, Number], ...]] = set()
         self._unsynced: list[ExperimentRecord] = []  # observed before the study existed
         self._region = TrustRegion()
-        self._chooser = MoveChooser(share=options.pop("local_share", None),
-                                    decay=float(options.pop("decay", 1.0)))  # fmt: skip
-        self.global_first = int(options.pop("global_first", 0))
+        # A fixed share of local moves instead of the adaptive choice (for measurements).
+        self._chooser = MoveChooser(share=options.pop("local_share", None))
         self._best: float | None = None  # the value of the latest keep
         self._ties: list[tuple[int, Params]] = []  # not worse than the best, since it
         if cfg is not None:
             self._check_comments(cfg)
 
     @property
-    def study(self) -> optuna.Study | None:
-        return self._study
+    def study(self) -> Any:
+        """The Optuna study (None before the first proposal)."""
+        return None if self._book is None else self._book.study
 
     def describe(self) -> str:
-        model = {"tpe": "multivariate TPE", "cmaes": "CMA-ES", "gp": "GP"}.get(self.sampler)
+        model = MODELS.get(self.sampler, self.sampler)
         where = f" over {len(self._spaces)} knobs" if self._spaces else ""
         return f"tune (trust region + Optuna {model}{where}, seed {self.seed})"
 
@@ -130,7 +104,7 @@ class TuneProposer(BaseProposer):
                     continue
                 rel = path.relative_to(root).as_posix()
                 try:
-                    self._specs_for({k.name: k for k in find_knobs(rel, text)})
+                    self.rules.specs_for({k.name: k for k in find_knobs(rel, text)})
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
 
@@ -138,10 +112,10 @@ class TuneProposer(BaseProposer):
         """The ranges a fresh search over `surface` starts from (declared or default; the
         benchmark gives every method these)."""
         knobs = _discover(surface)
-        specs = self._specs_for(knobs)
+        specs = self.rules.specs_for(knobs)
         return {
             k: build_space(knob, specs[k]) for k, knob in knobs.items()
-            if tuned(k, specs[k], self.include, self.exclude)
+            if self.rules.tuned(k, specs[k])
         }
 
     # --- the two hooks ---------------------------------------------------------------------
@@ -152,7 +126,7 @@ class TuneProposer(BaseProposer):
             if not knobs:
                 return self._invalid("tune: no knobs", NO_KNOBS)
             try:
-                specs = self._specs_for(knobs)
+                specs = self.rules.specs_for(knobs)
             except ValueError as exc:
                 return self._invalid("tune: bad knob declaration", str(exc))
             current = {k: knob.value for k, knob in knobs.items()}
@@ -180,27 +154,26 @@ class TuneProposer(BaseProposer):
             for k in tunable:
                 if self._spaces[k].grow(centre[k]):
                     self._rebuild()
-            divides = {k: self._resolve(specs[k].divides, knobs) for k in tunable
-                       if specs[k].divides}  # fmt: skip
+            divides = {k: resolve(specs[k].divides, knobs) for k in tunable if specs[k].divides}
+            book = self._book
+            assert book is not None
             trial: int | None = None  # a global move's trial, reused if its values repeat
             for attempt in range(MAX_ATTEMPTS):
                 move = self._chooser.choose(self._rng) if attempt < MAX_ATTEMPTS // 2 else "local"
-                if len(self._told) + len(self._pending) <= self.global_first and attempt == 0:
-                    move = "global"
                 if move == "global" and trial is None:
-                    params, trial = self._ask_global(tunable)
+                    params, trial = book.ask(tunable)
                 else:
                     move, params = "local", self._ask_local(centre, tunable, attempt)
                 candidate = {**current, **repair(params, self._spaces, divides)}
                 if _key(candidate) in self._seen:
                     continue
-                trial = self._pin(trial, {k: candidate[k] for k in tunable})
+                trial = book.pin(trial, {k: candidate[k] for k in tunable})
                 self._seen.add(_key(candidate))
                 token = f"{self._session}:{trial}"
                 self._pending[token] = trial
                 return self._proposal(ctx, knobs, current, candidate, move, token)
             if trial is not None:
-                self._study.tell(trial, state=TrialState.FAIL)  # type: ignore[union-attr]
+                book.tell(trial, {}, None)
             return self._invalid(
                 "tune: search space exhausted",
                 f"tune found no untried knob values in {MAX_ATTEMPTS} attempts",
@@ -211,7 +184,7 @@ class TuneProposer(BaseProposer):
 
     def observe(self, result: ExperimentRecord) -> None:
         with self._lock:
-            if self._study is None:
+            if self._book is None:
                 self._unsynced.append(result)
             else:
                 self._sync(result, None, None)
@@ -221,27 +194,6 @@ class TuneProposer(BaseProposer):
     def _invalid(self, description: str, reason: str) -> Proposal:
         return Proposal(files={}, description=description, invalid_reason=reason,
                         proposer=self.name)  # fmt: skip
-
-    def _specs_for(self, knobs: dict[str, Knob]) -> dict[str, KnobSpec]:
-        """Each knob's spec: the config's (by name or glob) over its comment's."""
-        out = {}
-        for name, knob in knobs.items():
-            try:
-                own = comment_spec(knob.comment) or KnobSpec()
-            except ValueError as exc:
-                raise ValueError(f"{knob.path}: {knob.name}: tune: {exc}") from None
-            spec = (config_spec(name, self.specs) or KnobSpec()).over(own)
-            if spec.divides:
-                self._resolve(spec.divides, knobs, f"{knob.path}: {knob.name}")
-            out[name] = spec
-        return out
-
-    @staticmethod
-    def _resolve(name: str, knobs: dict[str, Knob], who: str = "") -> str:
-        found = [k for k, knob in knobs.items() if name in (k, knob.name)]
-        if not found:
-            raise ValueError(f"{who}: tune: divides {name}: no numeric knob named {name}")
-        return found[0]
 
     def _make_spaces(
         self, ctx: Context, knobs: dict[str, Knob], specs: dict[str, KnobSpec]
@@ -253,7 +205,7 @@ class TuneProposer(BaseProposer):
             for k, v in _params(record).items():
                 seen_values.setdefault(k, []).append(v)
         for k, knob in knobs.items():
-            if k in self._spaces or not tuned(k, specs[k], self.include, self.exclude):
+            if k in self._spaces or not self.rules.tuned(k, specs[k]):
                 continue
             centre = (self._baseline or {}).get(k, knob.value)
             try:
@@ -276,13 +228,11 @@ class TuneProposer(BaseProposer):
     # --- one Optuna study -----------------------------------------------------------------
 
     def _start(self, ctx: Context, current: Params) -> None:
-        if self._study is not None:
+        if self._book is not None:
             return
-        self._direction = "maximize" if ctx.goal == "maximize" else "minimize"
-        self._study = optuna.create_study(
-            direction=self._direction,
-            sampler=make_sampler(self.sampler, self.seed, self.n_startup_trials),
-        )
+        direction = "maximize" if ctx.goal == "maximize" else "minimize"
+        self._book = TrialBook(self._spaces, direction, self.sampler, self.seed,
+                               self.n_startup_trials)  # fmt: skip
         for record in ctx.history:
             baseline = record.meta.get("baseline") if isinstance(record.meta, dict) else None
             if isinstance(baseline, dict) and baseline:
@@ -292,62 +242,14 @@ class TuneProposer(BaseProposer):
             self._baseline = dict(current)
 
     def _rebuild(self) -> None:
-        """The same trials (numbers, states, values, params) over the current distributions:
-        Optuna compares trials only where their distributions agree. Ranges only grow, so
-        every value still fits."""
-        old = self._study
-        if old is None:
-            return
-        self._rebuilds += 1
-        sampler = make_sampler(self.sampler, self.seed + self._rebuilds, self.n_startup_trials)
-        new = optuna.create_study(direction=self._direction, sampler=sampler)
-        for t in old.get_trials(deepcopy=False):
-            dists = {k: self._spaces[k].distribution() for k in t.params if k in self._spaces}
-            params = {k: v for k, v in t.params.items() if k in dists}
-            new.add_trial(optuna.trial.create_trial(
-                state=t.state, value=t.value, params=params, distributions=dists,
-            ))  # fmt: skip
-        self._study = new
-
-    def _inner(self, params: Params) -> tuple[dict[str, Number], dict[str, Any]]:
-        """Optuna's values and distributions for the knobs that have a space."""
-        inner, dists = {}, {}
-        for k, v in params.items():
-            space = self._spaces.get(k)
-            x = None if space is None else space.inner(v)
-            if space is not None and x is not None:
-                inner[k], dists[k] = x, space.distribution()
-        return inner, dists
+        if self._book is not None:
+            self._book.rebuild()
 
     def _ask_local(self, centre: Params, tunable: list[str], attempt: int) -> Params:
         """A step in the trust region; repeated duplicates widen it and move more knobs."""
         radius = self._region.radius * (1 + attempt / 4)
         moved = local_move(centre, self._spaces, tunable, radius, self._rng, attempt // 4)
         return {k: moved[k] for k in tunable}
-
-    def _ask_global(self, tunable: list[str]) -> tuple[Params, int]:
-        """The model's joint suggestion over every tunable knob, as a new RUNNING trial."""
-        assert self._study is not None
-        trial = self._study.ask({k: self._spaces[k].distribution() for k in tunable})
-        return {k: self._spaces[k].value(trial.params[k]) for k in tunable}, trial.number
-
-    def _pin(self, number: int | None, params: Params) -> int:
-        """The number of a RUNNING trial holding exactly `params` (a new one for None)."""
-        study = self._study
-        assert study is not None
-        inner, dists = self._inner(params)
-        if number is None:
-            number = len(study.get_trials(deepcopy=False))
-            study.add_trial(optuna.trial.create_trial(
-                state=TrialState.RUNNING, params=inner, distributions=dists,
-            ))  # fmt: skip
-            return number
-        trial = study.get_trials(deepcopy=False)[number]
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        for k, v in inner.items():
-            if trial.params.get(k) != v:
-                study._storage.set_trial_param(trial_id, k, dists[k].to_internal_repr(v), dists[k])
-        return number
 
     def _sync(self, record: ExperimentRecord, ctx: Context | None, current: Params | None) -> None:
         """Give one decided experiment to Optuna and to the trust region, once."""
@@ -374,21 +276,11 @@ class TuneProposer(BaseProposer):
         self._learn(record, params, value)
         meta = record.meta if isinstance(record.meta, dict) else {}
         trial = self._pending.pop(str(meta.get("trial")), None)
-        assert self._study is not None
+        assert self._book is not None
         if trial is not None:
-            self._pin(trial, params)  # a re-based proposal measured other values
-            if value is None:
-                self._study.tell(trial, state=TrialState.FAIL)
-            else:
-                self._study.tell(trial, value)
-            return
-        inner, dists = self._inner(params)
-        if not inner:
-            return
-        state = TrialState.COMPLETE if value is not None else TrialState.FAIL
-        self._study.add_trial(
-            optuna.trial.create_trial(state=state, value=value, params=inner, distributions=dists)
-        )
+            self._book.tell(trial, params, value)  # re-based: the values it measured
+        else:
+            self._book.add(params, value)
 
     # --- the trust region -----------------------------------------------------------------
 
@@ -412,7 +304,8 @@ class TuneProposer(BaseProposer):
                 self._region.update(outcome, max(1, len(self._spaces)))
 
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self._direction == "maximize" else a < b
+        maximize = self._book is not None and self._book.direction == "maximize"
+        return a > b if maximize else a < b
 
     def _centre(self, current: Params, tunable: list[str]) -> Params:
         """Where local moves start: the best, or the latest point that tied it (a plateau
@@ -438,12 +331,11 @@ class TuneProposer(BaseProposer):
             for path, values in per_file.items()
         }
         description = _describe(changed, knobs, current, candidate)
-        assert self._study is not None
-        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        assert self._book is not None
         if move == "local":
             rationale = (f"Local step (trust-region radius {self._region.radius:.3g}) from the"
                          f" current best (experiment {ctx.best_experiment}).")  # fmt: skip
-        elif len(complete) >= self.n_startup_trials:
+        elif self._book.completed() >= self.n_startup_trials:
             rationale = f"Joint suggestion of Optuna's {self.describe().split('Optuna ')[1]}."
         else:
             rationale = "Random joint draw while the model warms up."
