@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import git, make_repo, run_cli
+from conftest import git, make_repo, run_cli, score_config
 
 from overnight.proposers.tune.knobs import find_knobs
 
@@ -18,23 +18,8 @@ C = 3.0
 D = 64
 print(f"score: {(A - 3) ** 2 + (B - 0.05) ** 2 * 100 + (C - 1) ** 2 + abs(D - 100) / 10}")
 """
-CONFIG = """\
-[study]
-name = "t"
-surface = ["score.py"]
-budget = "30s"
-
-[run]
-command = "python score.py"
-
-[metric]
-name = "score"
-goal = "minimize"
-
-[proposer]
-kind = "tune"
-exclude = ["C"]
-"""
+# [proposer] is the config's last table, so the extra line lands in it.
+CONFIG = score_config(name="t", budget="30s", proposer="tune", extra='exclude = ["C"]\n')
 
 
 def test_tune_respects_declarations_and_keeps_one_trial_per_experiment(tmp_path: Path) -> None:
