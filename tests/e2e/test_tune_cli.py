@@ -25,12 +25,12 @@ CONFIG = score_config(name="t", budget="30s", proposer="tune", extra='exclude = 
 def test_tune_respects_declarations_and_keeps_one_trial_per_experiment(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"score.py": SCORE, "overnight.toml": CONFIG})
     probe = tmp_path / "probe.json"
-    out = run_cli(repo, "run", "-n", "24", "--seed", "3", "--plain", "--lookahead", "1",
+    out = run_cli(repo, "run", "-n", "16", "--seed", "3", "--plain", "--lookahead", "1",
                   "--proposer", "support.tune_probe:ProbedTune",
                   env={"OVERNIGHT_TUNE_PROBE": str(probe)})  # fmt: skip
     assert out.returncode == 0, out.stderr
     log = json.loads(run_cli(repo, "log", "--json").stdout)
-    assert len(log) == 25
+    assert len(log) == 17
     rebased = 0
     for row in log[1:]:
         if row["commit"] is None:
