@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +59,10 @@ class StudySpec:
     about: str = ""
 
 
-STUDIES = {
-    "quickstart": StudySpec("examples/quickstart", "train.py", "train.py", "val_loss",
-                            "minimize", "{:.4f}", about="the example: numpy MLP, 7 knobs"),
+STUDIES = {  # cheapest first
+    "exchanger": StudySpec("bench/studies/exchanger", "design.py", "design.py", "loss_kw",
+                           "minimize", "{:.3f}",
+                           about="held out: Ackley in physical units, 5 knobs, optimum 12.5"),
     "pricing": StudySpec("examples/pricing", "pricing.py", "evaluate.py", "profit", "maximize",
                          "{:,.0f}", about="the example: 6 pricing knobs, no holdout gate"),
     "boosting": StudySpec("bench/studies/boosting", "train.py", "train.py", "val_logloss",
@@ -70,9 +71,8 @@ STUDIES = {
     "network": StudySpec("bench/studies/network", "train.py", "train.py", "val_logloss",
                          "minimize", "{:.4f}", "sklearn",
                          "held out: MLPClassifier, digits, 6 int/log knobs + SEED"),
-    "exchanger": StudySpec("bench/studies/exchanger", "design.py", "design.py", "loss_kw",
-                           "minimize", "{:.3f}",
-                           about="held out: Ackley in physical units, 5 knobs, optimum 12.5"),
+    "quickstart": StudySpec("examples/quickstart", "train.py", "train.py", "val_loss",
+                            "minimize", "{:.4f}", about="the example: numpy MLP, 7 knobs"),
 }
 METHODS = {
     "tune": ("tune", "tune (trust region + multivariate TPE)"),
@@ -256,10 +256,14 @@ def main() -> None:
                                              for d in range(seeds)}]  # fmt: skip
     have = {key(r) for r in results}
     with tempfile.TemporaryDirectory(prefix="overnight-q3-") as tmp, warm_server(Path(tmp)) as sock:
-        work = [(s, m, seed, n, sock, Path(tmp)) for seed in range(seeds) for s in studies
-                if s not in skipped for m in methods if (s, m, seed, n) not in have]  # fmt: skip
+        # Study by study (in the order given: cheapest first by default), so a long run cut
+        # short leaves whole studies; --save keeps every search the moment it ends.
+        work = [(s, m, seed, n, sock, Path(tmp)) for s in studies if s not in skipped
+                for seed in range(seeds) for m in methods
+                if (s, m, seed, n) not in have]  # fmt: skip
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            for result in pool.map(job, work):
+            for future in as_completed([pool.submit(job, w) for w in work]):
+                result = future.result()
                 results.append(result)
                 if args.save:
                     with args.save.open("a") as fh:

@@ -200,13 +200,13 @@ class TuneProposer(BaseProposer):
     ) -> None:
         """A space per tuned knob, centred on the baseline value and stretched over every
         value the ledger holds; rebuilt into Optuna whenever a range changes."""
+        new = [k for k in knobs if k not in self._spaces and self.rules.tuned(k, specs[k])]
         seen_values: dict[str, list[Number]] = {}
-        for record in ctx.history:
+        for record in ctx.history if new else ():
             for k, v in _params(record).items():
                 seen_values.setdefault(k, []).append(v)
-        for k, knob in knobs.items():
-            if k in self._spaces or not self.rules.tuned(k, specs[k]):
-                continue
+        for k in new:
+            knob = knobs[k]
             centre = (self._baseline or {}).get(k, knob.value)
             try:
                 space = build_space(Knob(k, knob.path, centre, knob.kind, text=knob.text), specs[k])
