@@ -112,7 +112,7 @@ def warm_server(folder: Path) -> Iterator[str]:
 def config(spec: StudySpec) -> str:
     command = f"{sys.executable} {BENCH / 'warm.py'} run {spec.script}"
     return (
-        f'[study]\nname = "bench"\nsurface = ["{spec.surface}"]\nbudget = "120s"\n\n'
+        f'[study]\nname = "bench"\nsurface = ["{spec.surface}"]\nbudget = "30s"\n\n'
         f"[run]\ncommand = {json.dumps(command)}\n\n"
         f'[metric]\nname = "{spec.metric}"\ngoal = "{spec.goal}"\n'
     )

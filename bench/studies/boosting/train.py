@@ -13,7 +13,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 
 LEARNING_RATE = 0.3  # shrinkage of each tree's contribution
-MAX_ITER = 50  # boosting rounds (trees)
+MAX_ITER = 50  # boosting rounds (trees); tune: 10..300
 MAX_LEAF_NODES = 31  # leaves per tree
 MIN_SAMPLES_LEAF = 20  # samples a leaf must hold
 L2_REGULARIZATION = 0.0  # penalty on leaf values

@@ -2,7 +2,7 @@
 held-out study of bench/search_quality.py: nobody tuned `tune` on it).
 
 The surface of the study; the split and the metric below are the evaluation. Integer knobs
-(width, depth, epochs, batch) and log-scale ones (step size, L2). Prints
+(width, depth, epochs, a power-of-two batch) and log-scale ones (step size, L2). Prints
 `val_logloss: <number>` (lower is better).
 """
 
@@ -14,10 +14,12 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 
-HIDDEN_UNITS = 12  # units per hidden layer
-HIDDEN_LAYERS = 1  # depth
-EPOCHS = 8  # passes over the training data
-BATCH_SIZE = 64  # examples per step
+# The cost knobs have declared ranges (`tune:` comments), as for any fixed-budget study:
+# every method searches only these, so no run grows past a second or two.
+HIDDEN_UNITS = 12  # units per hidden layer; tune: 4..128
+HIDDEN_LAYERS = 1  # depth; tune: 1..4
+EPOCHS = 8  # passes over the training data; tune: 2..40
+BATCH_SIZE = 64  # examples per step; tune: 16..256 pow2
 LEARNING_RATE = 0.0005  # Adam step size
 L2_PENALTY = 0.01  # weight decay (alpha)
 SEED = 0  # a seed is not a hyperparameter: tune leaves it alone
