@@ -196,7 +196,7 @@ def report(
             secs = sum(r["wall"] for r in mine) / max(1, len(mine))
             note = f"{len(errors)} failed: {errors[0].strip().splitlines()[-1]}" if errors else ""
             rows.append([METHODS[method][1], *cells, f"{secs:.0f}", invalid, note])
-        print(table(["method", *[f"best after {m}" for m in marks], "s per study",
+        print(table(["method", *[f"best after {m}" for m in marks], "s per search",
                      "invalid", "note"], rows))  # fmt: skip
         print()
         for m in marks:
@@ -217,9 +217,11 @@ def report(
         sk = f", scikit-learn {sklearn.__version__}"
     except ImportError:
         sk = ""
+    busy = sum(r["wall"] for r in results)
     print(f"- cells: median [IQR] over seeds 0–{seeds - 1}; each method's own randomness is "
-          f"seeded with the seed; Optuna {optuna.__version__}{sk}; {wall:.0f} s in all, "
-          f"{jobs} studies at a time")  # fmt: skip
+          f"seeded with the seed; Optuna {optuna.__version__}{sk}; the searches took "
+          f"{busy / 60:.0f} min of wall time in all, run {jobs} at a time (this report: "
+          f"{wall:.0f} s)")  # fmt: skip
     print("- every method runs `overnight run` (run-ahead on: the next proposal is made while "
           "the current experiment runs, and re-based when that one is kept); an experiment is "
           "counted whatever its status, invalid (e.g. a duplicate) included")  # fmt: skip
