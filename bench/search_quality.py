@@ -1,286 +1,277 @@
-"""Q3 — search quality without a model: `tune` vs random search vs Optuna alone.
+"""Q3 — search quality without a model: `tune` vs Optuna alone vs random search, each run
+through the real loop (`overnight run`, run-ahead on, the greedy keep rule).
 
-On the quickstart study (minimize val_loss) and the pricing study (maximize profit), over
-several seeds, three ways to spend 100 experiments on the same knobs:
+Five studies: the project's quickstart and pricing examples, and three it was never tuned
+on (bench/studies/): gradient boosting on scikit-learn's breast-cancer data, a small neural
+network on its digits (integer and log-scale knobs), and a heat exchanger scored by the
+Ackley function (physical units, a non-round optimum, many local minima). For each study,
+method and seed a fresh git repo runs `overnight run --experiments N --seed S`:
 
-- tune: overnight's TuneProposer, its real propose/observe cycle, with the greedy keep rule
-  (keep when strictly better than the best): each proposal moves 1–3 knobs of the current
-  best (Optuna TPE around the best, a ratchet).
-- random: every knob drawn at random at once, from the same ranges tune searches (log-uniform
-  over value/10 … value×10 for floats, value/4 … value×4 for ints, 0 … 1 for zeros; rounded
-  to 3 significant digits as tune writes them).
-- Optuna alone: one TPE study (default settings) over all knobs at once, same ranges, no
-  ratchet: what a user gets from `optuna` directly.
+- tune: `--proposer tune`, as a user runs it;
+- Optuna alone: `--proposer methods:OptunaAloneProposer` (bench/methods.py), Optuna's default
+  TPESampler over every knob at once;
+- random: `--proposer methods:RandomProposer`, every knob drawn at random at once.
 
-The objective is evaluated in-process to keep this within minutes: the example's surface
-file with the new knob values (rewritten by overnight's own knob writer) is executed and
-scored by the example's locked evaluation (quickstart: `train.py` with `prepare.evaluate`,
-seed 0; pricing: `pricing.price` through `evaluate.simulate` on the validation weeks).
-Both objectives are deterministic, so the spread is the search's, not measurement noise.
-Every table cell is the best value found (baseline included) after N experiments: median
-[IQR] over the seeds.
+All three start from the same baseline (experiment 0, the first trial of each), search the
+same ranges (`TuneProposer.spaces_for`: declared and default ranges, SEED left alone), and
+Optuna gets `tune`'s number of start-up trials. Each experiment's command runs through a
+warm interpreter (bench/warm.py: scikit-learn is imported once, each run forks), so the
+bench measures the search, not 1.5 s of imports per run. Every cell is the best value found
+(baseline included) after N experiments: median [IQR] over the seeds.
 
-    python bench/search_quality.py [--seeds 5] [--experiments 100] [--quick]
+    nice python bench/search_quality.py [--seeds 5] [--experiments 100] [--studies a,b]
+        [--methods tune,optuna,random] [--jobs 2] [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib.util
+import json
 import os
-
-# One BLAS thread per worker process: the seeds run in parallel on the machine's cores.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import math  # noqa: E402
-import multiprocessing  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, med_iqr, table  # noqa: E402
+from common import ROOT, make_repo, med_iqr, overnight_env, quantiles, table  # noqa: E402
 
-EXAMPLES = ROOT / "examples"
+BENCH = ROOT / "bench"
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    name: str
     folder: str
     surface: str
+    script: str  # what [run].command runs
     metric: str
     goal: str
     fmt: str
+    needs: str = ""  # a module the study imports (skipped when it is not installed)
+    about: str = ""
 
 
-STUDIES = {
-    "quickstart": StudySpec(
-        "quickstart", "quickstart", "train.py", "val_loss", "minimize", "{:.4f}"
-    ),
-    "pricing": StudySpec("pricing", "pricing", "pricing.py", "profit", "maximize", "{:,.0f}"),
+STUDIES = {  # cheapest first
+    "exchanger": StudySpec("bench/studies/exchanger", "design.py", "design.py", "loss_kw",
+                           "minimize", "{:.3f}",
+                           about="held out: Ackley in physical units, 5 knobs, optimum 12.5"),
+    "pricing": StudySpec("examples/pricing", "pricing.py", "evaluate.py", "profit", "maximize",
+                         "{:,.0f}", about="the example: 6 pricing knobs, no holdout gate"),
+    "boosting": StudySpec("bench/studies/boosting", "train.py", "train.py", "val_logloss",
+                          "minimize", "{:.4f}", "sklearn",
+                          "held out: HistGradientBoosting, breast cancer, 6 knobs + SEED"),
+    "network": StudySpec("bench/studies/network", "train.py", "train.py", "val_logloss",
+                         "minimize", "{:.4f}", "sklearn",
+                         "held out: MLPClassifier, digits, 6 int/log knobs + SEED"),
+    "quickstart": StudySpec("examples/quickstart", "train.py", "train.py", "val_loss",
+                            "minimize", "{:.4f}", about="the example: numpy MLP, 7 knobs"),
 }
-
-_EVAL: dict[str, Callable[[str], float]] = {}
-_CACHE: dict[tuple[str, str], float] = {}
-
-
-def _quickstart(src: str) -> float:
-    os.environ["OVERNIGHT_SEED"] = "0"
-    ns = {"__name__": "bench_quickstart_train"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(src, "train.py", "exec"), ns)
-        ns["main"]()  # type: ignore[operator]
-    m = re.search(r"^val_loss: (\S+)$", out.getvalue(), re.M)
-    return float(m.group(1)) if m else math.nan
+METHODS = {
+    "tune": ("tune", "tune (trust region + multivariate TPE)"),
+    "optuna": ("methods:OptunaAloneProposer", "Optuna alone (default TPESampler)"),
+    "random": ("methods:RandomProposer", "random search (all knobs at once)"),
+    "tune-cmaes": ("methods:TuneCmaEsProposer", "tune, CMA-ES as the joint model"),
+    "tune-gp": ("methods:TuneGPProposer", "tune, GP as the joint model"),
+    "tune-tpe-only": ("methods:TuneGlobalOnlyProposer", "tune, joint TPE moves only"),
+    "tune-local-only": ("methods:TuneLocalOnlyProposer", "tune, trust-region moves only"),
+}
+PRELOAD = ["numpy", "sklearn.ensemble", "sklearn.neural_network", "sklearn.datasets",
+           "sklearn.metrics", "sklearn.model_selection"]  # fmt: skip
 
 
-def _pricing(src: str) -> float:
-    import evaluate  # examples/pricing/evaluate.py (on sys.path)
+def available(module: str) -> bool:
+    return not module or importlib.util.find_spec(module) is not None
 
-    ns = {"__name__": "bench_pricing_rule"}
-    exec(compile(src, "pricing.py", "exec"), ns)
+
+@contextlib.contextmanager
+def warm_server(folder: Path) -> Iterator[str]:
+    """bench/warm.py serving on a socket in `folder`; stopped by its own pid afterwards."""
+    sock = str(folder / "warm.sock")
+    preload = [m for m in PRELOAD if available(m.split(".")[0])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "warm.py"), "serve", sock, "--preload", ",".join(preload)],
+        stdout=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
     try:
-        return float(evaluate.simulate(ns["price"], evaluate.VALIDATION)["profit"])  # type: ignore[arg-type]
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return math.nan
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
-def objective(spec: StudySpec, src: str) -> float:
-    key = (spec.name, src)
-    if key not in _CACHE:
-        folder = str(EXAMPLES / spec.folder)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        fn = _quickstart if spec.name == "quickstart" else _pricing
-        _CACHE[key] = fn(src)
-    return _CACHE[key]
+def config(spec: StudySpec) -> str:
+    command = f"{sys.executable} {BENCH / 'warm.py'} run {spec.script}"
+    return (
+        f'[study]\nname = "bench"\nsurface = ["{spec.surface}"]\nbudget = "30s"\n\n'
+        f"[run]\ncommand = {json.dumps(command)}\n\n"
+        f'[metric]\nname = "{spec.metric}"\ngoal = "{spec.goal}"\n'
+    )
 
 
-def better(a: float, b: float, goal: str) -> bool:
-    return a < b if goal == "minimize" else a > b
-
-
-def finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
-
-
-# == the three searches =====================================================================
-
-
-def spaces_of(src: str, path: str):  # type: ignore[no-untyped-def]
-    from overnight.proposers.tune.knobs import find_knobs
-    from overnight.proposers.tune.tune import _Space  # the very ranges tune searches
-
-    knobs = {k.name: k for k in find_knobs(path, src)}
-    return knobs, {name: _Space.around(k.value, k.kind) for name, k in knobs.items()}
-
-
-def search_tune(spec: StudySpec, seed: int, n: int) -> list[float | None]:
-    from overnight.proposers.base import Context
-    from overnight.proposers.tune.tune import TuneProposer
-    from overnight.store.records import ExperimentRecord
-
-    best_src = (EXAMPLES / spec.folder / spec.surface).read_text()
-    v0 = objective(spec, best_src)
-    best, best_n = v0, 0
-    history = [
-        ExperimentRecord(0, "keep", v0, {}, "0" * 40, None, "baseline", "", None, "baseline")
-    ]
-    prop = TuneProposer(seed=seed)
-    values: list[float | None] = []
+def job(args: tuple[str, str, int, int, str, Path]) -> dict:
+    """One study, one method, one seed: a fresh repo, `overnight run`, the ledger's values."""
+    study, method, seed, n, sock, tmp = args
+    spec = STUDIES[study]
+    src = ROOT / spec.folder
+    files = {
+        p.relative_to(src).as_posix(): p.read_text()
+        for p in sorted(src.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
+        and p.suffix in (".py", ".md") and p.name != "overnight.toml"
+    }  # fmt: skip
+    files["overnight.toml"] = config(spec)
+    repo = make_repo(tmp / f"{study}-{method}-{seed}", files)
+    env = overnight_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env["PYTHONPATH"]])
+    env.update(BENCH_WARM_SOCKET=sock, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cli = [sys.executable, "-m", "overnight"]
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [*cli, "run", "--experiments", str(n), "--seed", str(seed), "--plain",
+         "--proposer", METHODS[method][0]],
+        cwd=repo, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    log = subprocess.run([*cli, "log", "--json"], cwd=repo, env=env, capture_output=True,
+                         text=True)  # fmt: skip
+    rows = json.loads(log.stdout) if log.returncode == 0 and log.stdout.strip() else []
+    shutil.rmtree(repo, ignore_errors=True)
+    values = {r["experiment"]: r["value"] for r in rows if r["status"] in ("keep", "discard")}
+    statuses = [r["status"] for r in rows if r["experiment"] > 0]
+    error = "" if out.returncode == 0 and 0 in values else (out.stderr or out.stdout)[-800:]
+    better = (lambda a, b: a < b) if spec.goal == "minimize" else (lambda a, b: a > b)
+    curve, best = [], values.get(0)
     for i in range(1, n + 1):
-        ctx = Context(
-            study=spec.name,
-            instructions="",
-            surface={spec.surface: best_src},
-            metric=spec.metric,
-            goal=spec.goal,
-            budget_s=60.0,
-            best_experiment=best_n,
-            best_value=best,
-            baseline_value=v0,
-            history=list(history),
-            seed=seed,
-        )
-        p = prop.propose(ctx)
-        value: float | None = None
-        if p.invalid_reason or not p.files:
-            status = "invalid"
-        else:
-            src = {spec.surface: best_src, **p.files}[spec.surface]
-            value = objective(spec, src)
-            if not math.isfinite(value):
-                status, value = "crash", None
-            elif better(value, best, spec.goal):  # the greedy rule
-                status, best_src, best, best_n = "keep", src, value, i
-            else:
-                status = "discard"
-        rec = ExperimentRecord(
-            i, status, value, {}, f"{i:040x}", None, p.description, "", None, "tune", meta=p.meta
-        )
-        history.append(rec)
-        prop.observe(rec)
-        values.append(value)
-    return values
+        v = values.get(i)
+        if v is not None and (best is None or better(v, best)):
+            best = v
+        curve.append(best)
+    return {"study": study, "method": method, "seed": seed, "curve": curve, "wall": wall,
+            "baseline": values.get(0), "statuses": statuses, "error": error}  # fmt: skip
 
 
-def search_random(spec: StudySpec, seed: int, n: int) -> list[float | None]:
-    from overnight.proposers.tune.knobs import apply_values
-
-    base = (EXAMPLES / spec.folder / spec.surface).read_text()
-    knobs, spaces = spaces_of(base, spec.surface)
-    rng = random.Random(seed)
-    values: list[float | None] = []
-    for _ in range(n):
-        params = {}
-        for k, sp in spaces.items():
-            lo, hi = float(sp.low), float(sp.high)
-            inner = (
-                math.exp(rng.uniform(math.log(lo), math.log(hi))) if sp.log else rng.uniform(lo, hi)
-            )
-            params[k] = sp.from_optuna(inner)
-        v = objective(spec, apply_values(spec.surface, base, params))
-        values.append(v if math.isfinite(v) else None)
-    return values
+def at_least(a: float, b: float, goal: str) -> bool:
+    return a <= b if goal == "minimize" else a >= b
 
 
-def search_optuna(spec: StudySpec, seed: int, n: int) -> list[float | None]:
+def report(
+    results: list[dict], studies: list[str], methods: list[str], marks: list[int], seeds: int,
+    n: int, wall: float, jobs: int, skipped: dict[str, str],
+) -> None:  # fmt: skip
     import optuna
 
-    from overnight.proposers.tune.knobs import apply_values
+    print(f"## Q3. Search quality without a model ({seeds} seeds × {n} experiments, "
+          "the real loop)\n")  # fmt: skip
+    verdicts = []
+    for study in studies:
+        spec = STUDIES[study]
+        if study in skipped:
+            print(f"### {study}: skipped ({skipped[study]})\n")
+            continue
+        rs = [r for r in results if r["study"] == study]
+        base = next((r["baseline"] for r in rs if r["baseline"] is not None), None)
+        word = "lower" if spec.goal == "minimize" else "higher"
+        shown = "—" if base is None else spec.fmt.format(base)
+        print(f"### {study}: {spec.metric} ({word} is better; baseline {shown}) — {spec.about}\n")
+        rows, medians = [], {}
+        for method in methods:
+            mine = [r for r in rs if r["method"] == method]
+            errors = [r["error"] for r in mine if r["error"]]
+            curves = [r["curve"] for r in mine if not r["error"] and r["curve"][-1] is not None]
+            cells = []
+            for m in marks:
+                xs = [c[m - 1] for c in curves]
+                cells.append(med_iqr(xs, spec.fmt) if xs else "—")
+                medians[(method, m)] = quantiles(xs)[1] if xs else None
+            invalid = sum(s == "invalid" for r in mine for s in r["statuses"])
+            secs = sum(r["wall"] for r in mine) / max(1, len(mine))
+            note = f"{len(errors)} failed: {errors[0].strip().splitlines()[-1]}" if errors else ""
+            rows.append([METHODS[method][1], *cells, f"{secs:.0f}", invalid, note])
+        print(table(["method", *[f"best after {m}" for m in marks], "s per search",
+                     "invalid", "note"], rows))  # fmt: skip
+        print()
+        for m in marks:
+            t, o, r = (medians.get((k, m)) for k in ("tune", "optuna", "random"))
+            if None in (t, o, r):
+                continue
+            verdicts.append((study, m, at_least(t, o, spec.goal), not at_least(r, t, spec.goal)))
+    if verdicts:
+        print("### Does tune meet the goal? (median best: at least Optuna's, better than "
+              "random's)\n")  # fmt: skip
+        rows = [[s, m, "yes" if vo else "**no**", "yes" if vr else "**no**"]
+                for s, m, vo, vr in verdicts]  # fmt: skip
+        print(table(["study", "after", "tune >= Optuna alone", "tune > random"], rows))
+        print()
+    try:
+        import sklearn
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = (EXAMPLES / spec.folder / spec.surface).read_text()
-    knobs, spaces = spaces_of(base, spec.surface)
-    study = optuna.create_study(direction=spec.goal, sampler=optuna.samplers.TPESampler(seed=seed))
-    dists = {k: sp.distribution() for k, sp in spaces.items()}
-    values: list[float | None] = []
-    for _ in range(n):
-        trial = study.ask(dists)
-        params = {k: spaces[k].from_optuna(trial.params[k]) for k in spaces}
-        v = objective(spec, apply_values(spec.surface, base, params))
-        if math.isfinite(v):
-            study.tell(trial, v)
-            values.append(v)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            values.append(None)
-    return values
-
-
-METHODS = {
-    "tune (overnight: TPE around the best, greedy ratchet)": search_tune,
-    "random search (all knobs at once)": search_random,
-    "Optuna alone (TPE over all knobs, no ratchet)": search_optuna,
-}
-
-
-def job(args: tuple[str, str, int, int]) -> tuple[str, str, int, list[float], float]:
-    """Best value so far after each experiment (baseline included), and the job's time."""
-    study, method, seed, n = args
-    spec = STUDIES[study]
-    t0 = time.perf_counter()
-    v0 = objective(spec, (EXAMPLES / spec.folder / spec.surface).read_text())
-    values = METHODS[method](spec, seed, n)
-    best, curve = v0, []
-    for v in values:
-        if finite(v) and better(v, best, spec.goal):  # type: ignore[arg-type]
-            best = v  # type: ignore[assignment]
-        curve.append(best)
-    return study, method, seed, curve, time.perf_counter() - t0
+        sk = f", scikit-learn {sklearn.__version__}"
+    except ImportError:
+        sk = ""
+    busy = sum(r["wall"] for r in results)
+    print(f"- cells: median [IQR] over seeds 0–{seeds - 1}; each method's own randomness is "
+          f"seeded with the seed; Optuna {optuna.__version__}{sk}; the searches took "
+          f"{busy / 60:.0f} min of wall time in all, run {jobs} at a time (this report: "
+          f"{wall:.0f} s)")  # fmt: skip
+    print("- every method runs `overnight run` (run-ahead on: the next proposal is made while "
+          "the current experiment runs, and re-based when that one is kept); an experiment is "
+          "counted whatever its status, invalid (e.g. a duplicate) included")  # fmt: skip
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--experiments", type=int, default=100)
+    ap.add_argument("--studies", default=",".join(STUDIES))
+    ap.add_argument("--methods", default="tune,optuna,random")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="tiny setting, for the tests")
+    ap.add_argument("--save", type=Path, help="append each finished search to this JSONL "
+                    "file, and reuse the searches it already holds (resume a long run)")
     args = ap.parse_args()
-    seeds, n = (1, 6) if args.quick else (args.seeds, args.experiments)
+    studies = args.studies.split(",")
+    methods = args.methods.split(",")
+    seeds, n = (1, 5) if args.quick else (args.seeds, args.experiments)
+    if args.quick:  # one fast study that needs nothing but overnight
+        studies = ["exchanger"]
+    unknown = [s for s in studies if s not in STUDIES] + [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"unknown study or method: {', '.join(unknown)}")
     marks = [m for m in (10, 30, 100) if m <= n] or [n]
-    jobs = [(s, m, seed, n) for s in STUDIES for m in METHODS for seed in range(seeds)]
+    skipped = {s: f"needs {STUDIES[s].needs}: pip install -e '.[bench]'"
+               for s in studies if not available(STUDIES[s].needs)}  # fmt: skip
     t0 = time.perf_counter()
-    if args.jobs > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(args.jobs) as pool:
-            results = pool.map(job, jobs, chunksize=1)
-    else:
-        results = [job(j) for j in jobs]
-    wall = time.perf_counter() - t0
-    print(f"## Q3. Search quality without a model ({seeds} seeds × {n} experiments)\n")
-    for study, spec in STUDIES.items():
-        v0 = objective(spec, (EXAMPLES / spec.folder / spec.surface).read_text())
-        better_word = "lower" if spec.goal == "minimize" else "higher"
-        print(
-            f"### {study}: {spec.metric} ({better_word} is better; baseline "
-            f"{spec.fmt.format(v0)})\n"
-        )
-        rows = []
-        for method in METHODS:
-            curves = [r[3] for r in results if r[0] == study and r[1] == method]
-            secs = [r[4] for r in results if r[0] == study and r[1] == method]
-            cells = [med_iqr([c[m - 1] for c in curves], spec.fmt) for m in marks]
-            rows.append([method, *cells, f"{sum(secs) / len(secs):.1f}"])
-        print(table(["method", *[f"best after {m}" for m in marks], "s per search"], rows))
-        print()
-    print(
-        f"- cells: median [IQR] over seeds 0–{seeds - 1}; the same seed drives each method's "
-        f"own randomness; {wall:.0f} s in all on {args.jobs} processes"
-    )
-    print(
-        "- the objectives are deterministic (quickstart trains with seed 0; pricing's "
-        "market noise is fixed per week), so repeated points cost nothing and were cached"
-    )
+    done = []
+    if args.save and args.save.exists():
+        done = [json.loads(line) for line in args.save.read_text().splitlines() if line.strip()]
+    key = lambda r: (r["study"], r["method"], r["seed"], len(r["curve"]))  # noqa: E731
+    results = [r for r in done if key(r) in {(s, m, d, n) for s in studies for m in methods
+                                             for d in range(seeds)}]  # fmt: skip
+    have = {key(r) for r in results}
+    with tempfile.TemporaryDirectory(prefix="overnight-q3-") as tmp, warm_server(Path(tmp)) as sock:
+        # Study by study (in the order given: cheapest first by default), so a long run cut
+        # short leaves whole studies; --save keeps every search the moment it ends.
+        work = [(s, m, seed, n, sock, Path(tmp)) for s in studies if s not in skipped
+                for seed in range(seeds) for m in methods
+                if (s, m, seed, n) not in have]  # fmt: skip
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            for future in as_completed([pool.submit(job, w) for w in work]):
+                result = future.result()
+                results.append(result)
+                if args.save:
+                    with args.save.open("a") as fh:
+                        fh.write(json.dumps(result) + "\n")
+    report(results, studies, methods, marks, seeds, n, time.perf_counter() - t0, args.jobs,
+           skipped)  # fmt: skip
 
 
 if __name__ == "__main__":

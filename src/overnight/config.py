@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from overnight.errors import ConfigError
+from overnight.proposers.tune.spec import parse_spec
 
 CONFIG_FILE = "overnight.toml"
 DURATION_HINT = "expected a duration like '90s', '5m' or '1h30m'"
@@ -139,6 +140,8 @@ EditFormats = Annotated[
     list[str],
     _must(lambda v: v and len(set(v)) == len(v) and set(v) <= set(EDIT_FORMATS), _FORMATS),
 ]
+# A knob declaration of the tune proposer: "1e-4..0.1 log", "{1, 2, 4}", "pow2", "off", ...
+KnobSpecText = Annotated[str, AfterValidator(lambda v: parse_spec(v) and v)]
 
 
 class _Section(BaseModel):
@@ -308,6 +311,10 @@ class ProposerConfig(_Section):
     context_tokens: int = Field(default=0, ge=0)
     # Edit formats of the llm proposer, in the order it falls back through them.
     formats: EditFormats = Field(default_factory=lambda: list(EDIT_FORMATS))
+    # tune: which knobs it searches (globs on knob names) and how (docs/proposers/tune.md)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    knobs: dict[str, KnobSpecText] = Field(default_factory=dict)
 
 
 class ExecutorConfig(_Section):

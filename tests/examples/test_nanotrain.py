@@ -37,7 +37,7 @@ BLOCK = ("val_bpb", "training_seconds", "total_seconds", "peak_mem_mb", "num_ste
 # The tune proposer's seed for the study test. Smoke runs are deterministic, so the study
 # is too: with this seed both experiments are keeps (DEPTH 4 → 2 with a shorter warm-down,
 # then BATCH_SIZE 16 → 12), together about 0.1 bits per byte better.
-TUNE_SEED = 2
+TUNE_SEED = 24
 
 
 def smoke_env() -> dict[str, str]:

@@ -111,6 +111,11 @@ prefer_simpler = false
 #prices = {{ "my-model" = [3.0, 15.0] }}
 #context_tokens = 0            # llm: the model's context window (0: ask the server)
 #formats = ["search_replace", "whole_file", "json"]   # llm: `overnight check-model` suggests
+# tune (no model): which knobs it searches (globs; *SEED* is left alone unless included) and
+# how; the same words work in a comment on the knob's own line: `LR = 0.04  # tune: 1e-4..0.1`
+#include = []                 # only these knobs
+#exclude = []                 # never these, e.g. ["*_PEAK_FLOPS", "EVAL_*"]
+#knobs = {{ LR = "1e-4..0.1 log", BATCH = "pow2, divides TOTAL_BATCH", DROPOUT = "0..0.5" }}
 
 # Where runs happen: local slots (one GPU each via `gpus`) or a ray cluster.
 #[executor]

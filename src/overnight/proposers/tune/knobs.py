@@ -1,17 +1,24 @@
 """Numeric knobs of a surface file: find them and rewrite their values in place.
 
 A knob is a named number a tuner may change without understanding the code around it: an
-UPPER_CASE module-level constant in Python, or a numeric leaf of a TOML, JSON or YAML
-config. A rewrite replaces only the value token, so comments, layout and every other byte
-stay as they were.
+UPPER_CASE module-level constant in Python (a literal, a constant expression such as
+`2**19`, or each number of a short tuple such as `ADAM_BETAS = (0.9, 0.95)`, named
+`ADAM_BETAS[0]`, `ADAM_BETAS[1]`), or a numeric leaf of a TOML, JSON or YAML config. A
+rewrite replaces only the value token, so comments, layout and every other byte stay as
+they were. Each knob carries the comment on its own line, where a user may declare how it is
+searched (`# tune: 16..1024 pow2`, read by `spec.py`).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import math
+import operator
 import re
+import tokenize
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +40,7 @@ class Knob:
     start: int = 0
     end: int = 0
     text: str = ""
+    comment: str = ""  # the comment on the knob's line, without the '#'
 
 
 def _is_number(value: Any) -> bool:
@@ -49,13 +57,22 @@ def round_value(value: Number, kind: Kind) -> Number:
     return float(f"{float(value):.3g}")
 
 
-def format_value(value: Number, kind: Kind, style: str = "python") -> str:
+_POWER = re.compile(r"(?P<base>\d+)(?P<op>\s*\*\*\s*)(?P<exp>\d+)\Z")
+
+
+def format_value(value: Number, kind: Kind, style: str = "python", like: str = "") -> str:
     """Source text for a value: `64`, `0.031`, `2.0`, `3e-05` (`3.0e-05` in YAML).
 
     A float knob always stays a float literal. YAML 1.1 readers such as PyYAML read `3e-05`
-    as a string, so there the mantissa gets a decimal point.
+    as a string, so there the mantissa gets a decimal point. An int written as a power
+    (`like` = `2**19`) stays a power of the same base when the new value is one (`2**20`).
     """
     if kind == "int":
+        power = _POWER.match(like.strip()) if style == "py" else None
+        if power and int(power["base"]) > 1 and int(value) > 0:
+            base, exp = int(power["base"]), round(math.log(int(value), int(power["base"])))
+            if base**exp == int(value):
+                return f"{base}{power['op']}{exp}"
         return str(int(value))
     text = repr(float(value))
     if style == "yaml" and "e" in text:
@@ -82,12 +99,14 @@ def find_knobs(path: str, content: str) -> list[Knob]:
     except (SyntaxError, ValueError, RecursionError, IndexError, AttributeError):
         return []
     by_name: dict[str, Knob] = {}
-    for name, value, start, end in hits:
+    for name, value, start, end, comment in hits:
         if not name or not _is_number(value):
             continue
         kind: Kind = "float" if isinstance(value, float) else "int"
         by_name.pop(name, None)
-        by_name[name] = Knob(name, path, value, kind, start, end, content[start:end])
+        by_name[name] = Knob(
+            name, path, value, kind, start, end, content[start:end], comment.strip()
+        )
     return sorted(by_name.values(), key=lambda k: k.start)
 
 
@@ -107,13 +126,21 @@ def apply_values(path: str, content: str, values: dict[str, Number]) -> str:
         knob = knobs[name]
         new = round_value(value, knob.kind)
         if new != knob.value:
-            edits.append((knob.start, knob.end, format_value(new, knob.kind, style)))
+            edits.append((knob.start, knob.end, format_value(new, knob.kind, style, knob.text)))
     for start, end, text in sorted(edits, reverse=True):
         content = content[:start] + text + content[end:]
     return content
 
 
-Hit = tuple[str, Any, int, int]  # name, value, start, end
+Hit = tuple[str, Any, int, int, str]  # name, value, start, end, comment on its line
+
+
+def _comment_after(content: str, end: int) -> str:
+    """The `#` comment that ends the line on which offset `end` lies (TOML, YAML)."""
+    stop = content.find("\n", end)
+    rest = content[end : len(content) if stop < 0 else stop]
+    match = re.search(r"#(.*)", rest)
+    return match.group(1).rstrip("\r") if match else ""
 
 
 def _lines(content: str) -> Iterator[tuple[int, str]]:
@@ -129,14 +156,34 @@ def _lines(content: str) -> Iterator[tuple[int, str]]:
 _CONSTANT = re.compile(r"_*[A-Z][A-Z0-9_]*\Z")
 
 
+_OPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow,
+}
+MAX_TUPLE = 8  # a longer sequence of numbers is data, not settings
+
+
 def _literal_number(node: ast.expr) -> Any:
+    """The value of a number literal or of constant arithmetic on literals (`2**19`,
+    `8 * 1024`, `-3e-4`); None for anything else."""
     if isinstance(node, ast.Constant):
         return node.value if type(node.value) in (int, float) else None
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         inner = _literal_number(node.operand)
-        if inner is None or not isinstance(node.operand, ast.Constant):
+        if inner is None:
             return None
         return -inner if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = _literal_number(node.left), _literal_number(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
+            return None  # a constant that is not a setting, and costly to compute
+        try:
+            value = _OPS[type(node.op)](left, right)
+        except (ArithmeticError, ValueError):
+            return None
+        return value if type(value) in (int, float) and math.isfinite(value) else None
     return None
 
 
@@ -144,11 +191,24 @@ def _python(content: str) -> Iterator[Hit]:
     tree = ast.parse(content)
     # ast positions are (line, UTF-8 byte column); the tokenizer ends lines at \r\n, \r or \n.
     starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", content)]
+    comments: dict[int, str] = {}
+    with contextlib.suppress(tokenize.TokenError, SyntaxError):
+        for token in tokenize.generate_tokens(io.StringIO(content).readline):
+            if token.type == tokenize.COMMENT:
+                comments[token.start[0]] = token.string[1:]
 
     def char(line: int, byte_col: int) -> int:
         begin = starts[line - 1]
         end = starts[line] if line < len(starts) else len(content)
         return begin + len(content[begin:end].encode()[:byte_col].decode())
+
+    def hit(name: str, node: ast.expr, fallback: str = "") -> Hit | None:
+        number = _literal_number(node)
+        if number is None or node.end_lineno is None or node.end_col_offset is None:
+            return None
+        comment = comments.get(node.end_lineno, fallback)
+        start = char(node.lineno, node.col_offset)
+        return name, number, start, char(node.end_lineno, node.end_col_offset), comment
 
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -159,11 +219,17 @@ def _python(content: str) -> Iterator[Hit]:
             continue
         if not isinstance(target, ast.Name) or not _CONSTANT.match(target.id):
             continue
-        number = _literal_number(value)
-        if number is None or value.end_lineno is None or value.end_col_offset is None:
+        if isinstance(value, ast.Tuple | ast.List):
+            if not 0 < len(value.elts) <= MAX_TUPLE:
+                continue
+            own = comments.get(value.end_lineno or 0, "")
+            found = [hit(f"{target.id}[{i}]", e, own) for i, e in enumerate(value.elts)]
+            if all(found):  # a tuple of numbers only, e.g. ADAM_BETAS = (0.9, 0.95)
+                yield from (h for h in found if h)
             continue
-        start = char(value.lineno, value.col_offset)
-        yield target.id, number, start, char(value.end_lineno, value.end_col_offset)
+        found_one = hit(target.id, value)
+        if found_one:
+            yield found_one
 
 
 # --- TOML ---------------------------------------------------------------------------------
@@ -218,7 +284,8 @@ def _toml(content: str) -> Iterator[Hit]:
         value = _lookup(data, keys)
         # The line scan is only trusted where the real parser agrees with it.
         if _is_number(value) and value == tomllib.loads(f"v = {number.group()}")["v"]:
-            yield ".".join(keys), value, offset + number.start(), offset + number.end()
+            end = offset + number.end()
+            yield ".".join(keys), value, offset + number.start(), end, _comment_after(content, end)
 
 
 # --- JSON ---------------------------------------------------------------------------------
@@ -260,7 +327,7 @@ def _json_value(text: str, i: int, keys: list[str] | None, hits: list[Hit]) -> i
     number = _JSON_NUMBER.match(text, i)
     if number:
         if keys:
-            hits.append((".".join(keys), json.loads(number.group()), i, number.end()))
+            hits.append((".".join(keys), json.loads(number.group()), i, number.end(), ""))
         return number.end()
     return _JSON_OTHER.match(text, i).end()
 
@@ -279,21 +346,22 @@ def _yaml(content: str) -> Iterator[Hit]:
         raise ValueError(str(err)) from err
     for root in nodes:
         if isinstance(root, yaml.MappingNode):
-            yield from _yaml_mapping(root, [], yaml)
+            yield from _yaml_mapping(root, [], yaml, content)
 
 
-def _yaml_mapping(node: Any, keys: list[str], yaml: Any) -> Iterator[Hit]:
+def _yaml_mapping(node: Any, keys: list[str], yaml: Any, content: str) -> Iterator[Hit]:
     for key_node, value in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             continue
         path = [*keys, str(key_node.value)]
         if isinstance(value, yaml.MappingNode):
-            yield from _yaml_mapping(value, path, yaml)
+            yield from _yaml_mapping(value, path, yaml, content)
         elif (isinstance(value, yaml.ScalarNode) and not value.style  # plain, not quoted
               and value.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")):
             parsed = yaml.safe_load(value.value)  # the same resolution, on the token alone
             if _is_number(parsed):
-                yield ".".join(path), parsed, value.start_mark.index, value.end_mark.index
+                start, end = value.start_mark.index, value.end_mark.index
+                yield ".".join(path), parsed, start, end, _comment_after(content, end)
 
 
 _FINDERS = {"py": _python, "toml": _toml, "json": _json, "yaml": _yaml}

@@ -1,128 +1,124 @@
 """The `tune` proposer: an offline search over the numeric knobs of the surface.
 
-Each proposal starts from the current best and moves a few knobs (usually one) to values
-suggested by Optuna's TPE sampler; the loop then keeps or discards it like any other
-proposal. Everything the sampler learns is rebuilt from the ledger history on start-up, so
-a restarted study continues where it stopped instead of re-trying old settings.
+Each proposal is one of two moves, chosen by Thompson sampling on how often each kind was
+kept so far:
 
-Experiment 0 (the baseline) has no proposal meta. Its parameters are the knob values of the
-first surface this proposer sees while the best is still experiment 0; they are written
-into every proposal's `meta["baseline"]`, which is where a restarted proposer finds them
-(and the centres of the search spaces) again.
+- local: a Gaussian step from the centre (the best, or the latest point that tied it) in a
+  few knobs, inside a trust region that grows on success, shrinks after a run of failures
+  and restarts once it has collapsed;
+- global: the joint suggestion of Optuna's multivariate TPE over all knobs at once (random
+  draws until it has `n_startup_trials` results), which crosses between coupled knobs.
+
+Both kinds go into ONE Optuna study, one trial per experiment: a proposal carries its
+trial's id, so its result is told to that very trial even after the loop re-based it onto a
+newer best. Everything else is rebuilt from the ledger on start-up, so a restarted study
+continues where it stopped. Experiment 0 (the baseline) has no proposal meta: its knob
+values are those of the first surface this proposer sees while the best is experiment 0,
+and every proposal carries them in `meta["baseline"]` for a restarted proposer.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
-import warnings
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.trial import Trial, TrialState
-
+from overnight.errors import UsageError
 from overnight.proposers.base import BaseProposer, Context, nothing_to_propose
-from overnight.proposers.tune.knobs import Knob, Number, apply_values, format_value
-from overnight.proposers.tune.knobs import round_value as _round
+from overnight.proposers.tune.knobs import Knob, Number, apply_values, find_knobs, format_value
 from overnight.proposers.tune.rebase import discover, reset_knobs
+from overnight.proposers.tune.search import MoveChooser, TrustRegion, local_move, repair
+from overnight.proposers.tune.space import Space, build_space
+from overnight.proposers.tune.spec import KnobRules, KnobSpec, resolve
+from overnight.proposers.tune.trials import MODELS, TrialBook
 from overnight.store.records import ExperimentRecord, Proposal
 
 NO_KNOBS = (
     "tune found no numeric knobs in the surface: declare what it may tune as UPPER_CASE "
-    "numeric constants at the top level of a .py surface (e.g. LR = 0.01), or as numbers in a "
-    "TOML/YAML/JSON surface; or use a proposer that edits code (--proposer llm or agent)"
+    "numeric constants at the top level of a .py surface (e.g. LR = 0.01, BETAS = (0.9, "
+    "0.95)), or as numbers in a TOML/YAML/JSON surface; or use a proposer that edits code "
+    "(--proposer llm or agent)"
 )
 MAX_ATTEMPTS = 20
 MEASURED = ("keep", "discard")
+N_STARTUP = 5  # random joint draws before TPE models; the benchmark gives Optuna the same
 
 Params = dict[str, Number]
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _key(params: Params) -> tuple[tuple[str, Number], ...]:
     return tuple(sorted(params.items()))
 
 
-@dataclass
-class _Space:
-    """Where one knob is searched. Optuna sees `sign * value`, so a negative knob gets the
-    same log-scale search as a positive one."""
-
-    kind: str
-    low: Number
-    high: Number
-    log: bool
-    sign: int = 1
-
-    @classmethod
-    def around(cls, value: Number, kind: str) -> _Space:
-        sign, v = (-1 if value < 0 else 1), abs(value)
-        if v == 0:
-            return cls(kind, 0, 10, False) if kind == "int" else cls(kind, 0.0, 1.0, False)
-        if kind == "int":
-            v = int(v)
-            return cls(kind, max(1, v // 4), max(v * 4, v + 4), True, sign)
-        # Rounded bounds, so a rounded suggestion can always be clamped onto a bound.
-        return cls(kind, _round(v / 10, "float"), _round(v * 10, "float"), True, sign)
-
-    def widen(self, value: Number) -> bool:
-        """Stretch to contain `value`; False when it cannot (the sign does not fit)."""
-        inner = self.sign * value
-        if inner < 0 or (self.log and inner <= 0):
-            return False
-        self.low, self.high = min(self.low, inner), max(self.high, inner)
-        return True
-
-    def distribution(self) -> BaseDistribution:
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
-        return FloatDistribution(float(self.low), float(self.high), log=self.log)
-
-    def to_optuna(self, value: Number) -> Number:
-        inner = self.sign * value
-        return int(inner) if self.kind == "int" else float(inner)
-
-    def from_optuna(self, inner: Number) -> Number:
-        inner = min(max(inner, self.low), self.high)
-        rounded = _round(inner, self.kind)  # type: ignore[arg-type]
-        rounded = min(max(rounded, self.low), self.high)
-        return _round(self.sign * rounded, self.kind)  # type: ignore[arg-type]
-
-
 class TuneProposer(BaseProposer):
-    """Optuna TPE over the surface's numeric knobs, one small move from the best at a time."""
+    """A trust region around the best plus Optuna's joint model, over the surface's knobs."""
 
     name = "tune"
 
     def __init__(self, seed: int = 0, **options: Any) -> None:
         self.seed = seed
-        # Few startup trials: every proposal is already a local move from the best, so the
-        # model is worth using early. Other options (from a shared config) are ignored.
-        self.n_startup_trials = int(options.pop("n_startup_trials", 5))
-        self.options = options
+        cfg = options.pop("config", None)
+        self.rules = KnobRules.from_config(getattr(cfg, "proposer", None))
+        self.n_startup_trials = int(options.pop("n_startup_trials", N_STARTUP))
+        self.sampler = str(options.pop("sampler", "tpe"))
+        self.options = options  # other keys of a shared config are ignored
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._study: optuna.Study | None = None
-        self._spaces: dict[str, _Space] = {}
+        self._session = os.urandom(4).hex()  # tells this process's trials from a restart's
+        self._book: TrialBook | None = None
+        self._spaces: dict[str, Space] = {}
         self._baseline: Params | None = None  # experiment 0's knob values, when known
         self._told: set[int] = set()  # experiments given to Optuna, or known to be unusable
-        self._pending: dict[tuple[tuple[str, Number], ...], Trial] = {}
+        self._pending: dict[str, int] = {}  # meta["trial"] -> the trial it was asked as
         self._seen: set[tuple[tuple[str, Number], ...]] = set()
         self._unsynced: list[ExperimentRecord] = []  # observed before the study existed
+        self._region = TrustRegion()
+        # A fixed share of local moves instead of the adaptive choice (for measurements).
+        self._chooser = MoveChooser(share=options.pop("local_share", None))
+        self._best: float | None = None  # the value of the latest keep
+        self._ties: list[tuple[int, Params]] = []  # not worse than the best, since it
+        if cfg is not None:
+            self._check_comments(cfg)
 
     @property
-    def study(self) -> optuna.Study | None:
-        return self._study
+    def study(self) -> Any:
+        """The Optuna study (None before the first proposal)."""
+        return None if self._book is None else self._book.study
 
     def describe(self) -> str:
-        if not self._spaces:
-            return f"tune (Optuna TPE, seed {self.seed})"
-        return f"tune (Optuna TPE over {len(self._spaces)} knobs, seed {self.seed})"
+        model = MODELS.get(self.sampler, self.sampler)
+        where = f" over {len(self._spaces)} knobs" if self._spaces else ""
+        return f"tune (trust region + Optuna {model}{where}, seed {self.seed})"
+
+    def _check_comments(self, cfg: Any) -> None:
+        """A malformed `tune:` comment in the surface is a usage error before the night."""
+        root = Path(getattr(cfg, "root", "."))
+        for pattern in getattr(getattr(cfg, "study", None), "surface", []):
+            for path in sorted(root.glob(pattern)):
+                if not path.is_file():
+                    continue
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                rel = path.relative_to(root).as_posix()
+                try:
+                    self.rules.specs_for({k.name: k for k in find_knobs(rel, text)})
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+
+    def spaces_for(self, surface: dict[str, str]) -> dict[str, Space]:
+        """The ranges a fresh search over `surface` starts from (declared or default; the
+        benchmark gives every method these)."""
+        knobs = discover(surface)
+        specs = self.rules.specs_for(knobs)
+        return {
+            k: build_space(knob, specs[k]) for k, knob in knobs.items()
+            if self.rules.tuned(k, specs[k])
+        }
 
     # --- the two hooks ---------------------------------------------------------------------
 
@@ -131,37 +127,58 @@ class TuneProposer(BaseProposer):
             knobs = discover(ctx.surface)
             if not knobs:
                 return nothing_to_propose(self.name, "tune: no knobs", NO_KNOBS)
+            try:
+                specs = self.rules.specs_for(knobs)
+            except ValueError as exc:
+                return self._invalid("tune: bad knob declaration", str(exc))
             current = {k: knob.value for k, knob in knobs.items()}
             self._start(ctx, current)
-            self._make_spaces(ctx, knobs)
+            self._make_spaces(ctx, knobs, specs)
             records, self._unsynced = [*ctx.history, *self._unsynced], []
-            for record in records:
+            for record in sorted(records, key=lambda r: r.experiment):
                 self._sync(record, ctx, current)
             self._seen.add(_key(current))
             tunable = [
                 k for k, knob in knobs.items()
                 if k in self._spaces and self._spaces[k].kind == knob.kind
-                and self._spaces[k].widen(knob.value)
+                and self._widen(k, knob.value)
             ]
             if not tunable:
-                return nothing_to_propose(
-                    self.name, "tune: no movable knobs",
-                    "tune cannot move any knob: their values left the ranges (sign or "
-                    "int/float type changed) the search was set up with; start a new study "
-                    "(another [study].name) or use another proposer (--proposer llm|agent)",
-                )  # fmt: skip
+                reason = (
+                    "tune cannot move any knob: every knob is excluded ([proposer] include/"
+                    "exclude, `tune: off`, or a default such as *SEED*)"
+                    if not self._spaces else
+                    "tune cannot move any knob: their values left the ranges (sign or"
+                    " int/float type changed) the search was set up with"
+                )
+                return nothing_to_propose(self.name, "tune: no movable knobs", reason)
+            centre = self._centre(current, tunable)
+            for k in tunable:
+                if self._spaces[k].grow(centre[k]):
+                    self._rebuild()
+            divides = {k: resolve(specs[k].divides, knobs) for k in tunable if specs[k].divides}
+            book = self._book
+            assert book is not None
+            trial: int | None = None  # a global move's trial, reused if its values repeat
             for attempt in range(MAX_ATTEMPTS):
-                candidate, trial = self._ask(current, tunable, attempt)
+                move = self._chooser.choose(self._rng) if attempt < MAX_ATTEMPTS // 2 else "local"
+                if move == "global" and trial is None:
+                    params, trial = book.ask(tunable)
+                else:
+                    move, params = "local", self._ask_local(centre, tunable, attempt)
+                candidate = {**current, **repair(params, self._spaces, divides)}
                 if _key(candidate) in self._seen:
-                    # Told as failed, not left running: a running trial would steer TPE.
-                    self._tell(trial, None)
                     continue
+                trial = book.pin(trial, {k: candidate[k] for k in tunable})
                 self._seen.add(_key(candidate))
-                self._pending[_key(candidate)] = trial
-                return self._proposal(ctx, knobs, current, candidate)
-            return Proposal(
-                files={}, description="tune: search space exhausted", proposer=self.name,
-                invalid_reason=f"tune found no untried knob values in {MAX_ATTEMPTS} attempts",
+                token = f"{self._session}:{trial}"
+                self._pending[token] = trial
+                return self._proposal(ctx, knobs, current, candidate, move, token)
+            if trial is not None:
+                book.tell(trial, {}, None)
+            return self._invalid(
+                "tune: search space exhausted",
+                f"tune found no untried knob values in {MAX_ATTEMPTS} attempts",
             )
 
     def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
@@ -169,49 +186,75 @@ class TuneProposer(BaseProposer):
 
     def observe(self, result: ExperimentRecord) -> None:
         with self._lock:
-            if self._study is None:
+            if self._book is None:
                 self._unsynced.append(result)
             else:
                 self._sync(result, None, None)
 
-    # --- state built from the context -----------------------------------------------------
+    # --- knobs and their spaces -----------------------------------------------------------
+
+    def _invalid(self, description: str, reason: str) -> Proposal:
+        return Proposal(files={}, description=description, invalid_reason=reason,
+                        proposer=self.name)  # fmt: skip
+
+    def _make_spaces(
+        self, ctx: Context, knobs: dict[str, Knob], specs: dict[str, KnobSpec]
+    ) -> None:
+        """A space per tuned knob, centred on the baseline value and stretched over every
+        value the ledger holds; rebuilt into Optuna whenever a range changes."""
+        new = [k for k in knobs if k not in self._spaces and self.rules.tuned(k, specs[k])]
+        seen_values: dict[str, list[Number]] = {}
+        for record in ctx.history if new else ():
+            for k, v in _params(record).items():
+                seen_values.setdefault(k, []).append(v)
+        for k in new:
+            knob = knobs[k]
+            centre = (self._baseline or {}).get(k, knob.value)
+            try:
+                space = build_space(Knob(k, knob.path, centre, knob.kind, text=knob.text), specs[k])
+            except ValueError:
+                continue
+            values = [knob.value, *seen_values.get(k, [])]
+            if all(space.fixed or space.widen(v) for v in values):
+                self._spaces[k] = space
+                self._rebuild()
+
+    def _widen(self, k: str, value: Number) -> bool:
+        space = self._spaces[k]
+        bounds = (space.low, space.high)
+        ok = space.fixed or space.widen(value)
+        if (space.low, space.high) != bounds:
+            self._rebuild()
+        return ok
+
+    # --- one Optuna study -----------------------------------------------------------------
 
     def _start(self, ctx: Context, current: Params) -> None:
-        if self._study is not None:
+        if self._book is not None:
             return
         direction = "maximize" if ctx.goal == "maximize" else "minimize"
-        sampler = optuna.samplers.TPESampler(
-            seed=self.seed, n_startup_trials=self.n_startup_trials
-        )
-        self._study = optuna.create_study(direction=direction, sampler=sampler)
+        self._book = TrialBook(self._spaces, direction, self.sampler, self.seed,
+                               self.n_startup_trials)  # fmt: skip
         for record in ctx.history:
             baseline = record.meta.get("baseline") if isinstance(record.meta, dict) else None
             if isinstance(baseline, dict) and baseline:
-                self._baseline = {
-                    k: v for k, v in baseline.items() if type(v) in (int, float)
-                }
+                self._baseline = {k: v for k, v in baseline.items() if type(v) in (int, float)}
                 return
         if ctx.best_experiment == 0:
             self._baseline = dict(current)
 
-    def _make_spaces(self, ctx: Context, knobs: dict[str, Knob]) -> None:
-        """A space per knob, fixed once made so that Optuna's history stays comparable;
-        centred on the baseline value and stretched over every value the ledger holds."""
-        seen_values: dict[str, list[Number]] = {}
-        for record in ctx.history:
-            for k, v in _params(record).items():
-                seen_values.setdefault(k, []).append(v)
-        for k, knob in knobs.items():
-            if k in self._spaces:
-                continue
-            centre = (self._baseline or {}).get(k, knob.value)
-            space = _Space.around(centre, knob.kind)
-            values = [knob.value, *seen_values.get(k, [])]
-            if all(space.widen(v) for v in values):
-                self._spaces[k] = space
+    def _rebuild(self) -> None:
+        if self._book is not None:
+            self._book.rebuild()
+
+    def _ask_local(self, centre: Params, tunable: list[str], attempt: int) -> Params:
+        """A step in the trust region; repeated duplicates widen it and move more knobs."""
+        radius = self._region.radius * (1 + attempt / 4)
+        moved = local_move(centre, self._spaces, tunable, radius, self._rng, attempt // 4)
+        return {k: moved[k] for k in tunable}
 
     def _sync(self, record: ExperimentRecord, ctx: Context | None, current: Params | None) -> None:
-        """Give one decided experiment to Optuna, once."""
+        """Give one decided experiment to Optuna and to the trust region, once."""
         if record.experiment in self._told or record.status is None:
             return
         params = _params(record)
@@ -226,54 +269,61 @@ class TuneProposer(BaseProposer):
             return
         self._told.add(record.experiment)
         self._seen.add(_key(params))
+        for k, v in params.items():
+            if k in self._spaces:
+                self._widen(k, v)
         value = record.value
         if record.status not in MEASURED or value is None or not math.isfinite(value):
             value = None
-        trial = self._pending.pop(_key(params), None)
+        self._learn(record, params, value)
+        meta = record.meta if isinstance(record.meta, dict) else {}
+        trial = self._pending.pop(str(meta.get("trial")), None)
+        assert self._book is not None
         if trial is not None:
-            self._tell(trial, value)
-            return
-        inner, dists = {}, {}
-        for k, v in params.items():
-            space = self._spaces.get(k)
-            if space is not None and space.widen(v):
-                inner[k], dists[k] = space.to_optuna(v), space.distribution()
-        if not inner:
-            return
-        state = TrialState.COMPLETE if value is not None else TrialState.FAIL
-        assert self._study is not None
-        self._study.add_trial(
-            optuna.trial.create_trial(state=state, value=value, params=inner, distributions=dists)
-        )
-
-    # --- one candidate --------------------------------------------------------------------
-
-    def _ask(self, current: Params, tunable: list[str], attempt: int) -> tuple[Params, Trial]:
-        """Optuna samples only the moved knobs; the others are pinned to the best's values.
-        Repeated duplicates widen the move, so a crowded neighbourhood is left."""
-        assert self._study is not None
-        roll = self._rng.random()
-        size = (1 if roll < 0.6 else 2 if roll < 0.85 else 3) + attempt // 5
-        moved = set(self._rng.sample(tunable, min(len(tunable), size)))
-        pinned = {k: self._spaces[k].to_optuna(current[k]) for k in tunable if k not in moved}
-        if pinned:
-            self._study.enqueue_trial(pinned)
-        trial = self._study.ask({k: self._spaces[k].distribution() for k in tunable})
-        candidate = dict(current)
-        for k in moved:
-            candidate[k] = self._spaces[k].from_optuna(trial.params[k])
-        return candidate, trial
-
-    def _tell(self, trial: Trial, value: float | None) -> None:
-        assert self._study is not None
-        if value is None:
-            self._study.tell(trial, state=TrialState.FAIL)
+            self._book.tell(trial, params, value)  # re-based: the values it measured
         else:
-            self._study.tell(trial, value)
+            self._book.add(params, value)
+
+    # --- the trust region -----------------------------------------------------------------
+
+    def _learn(self, record: ExperimentRecord, params: Params, value: float | None) -> None:
+        """Move the centre, and grow or shrink the region, from one result (in order)."""
+        meta = record.meta if isinstance(record.meta, dict) else {}
+        move = str(meta.get("move", ""))
+        if record.status == "keep" and value is not None:
+            outcome = "better"
+        elif value is not None and self._best is not None and not self._better(self._best, value):
+            outcome = "tie"  # measured and not worse than the best: a plateau
+        else:
+            outcome = "worse"
+        if outcome == "better":
+            self._best, self._ties = value, []
+        elif outcome == "tie":
+            self._ties.append((record.experiment, params))
+        if record.experiment > 0 and move:
+            self._chooser.record(move, outcome == "better")
+            if move == "local":
+                self._region.update(outcome, max(1, len(self._spaces)))
+
+    def _better(self, a: float, b: float) -> bool:
+        maximize = self._book is not None and self._book.direction == "maximize"
+        return a > b if maximize else a < b
+
+    def _centre(self, current: Params, tunable: list[str]) -> Params:
+        """Where local moves start: the best, or the latest point that tied it (a plateau
+        move, so a count metric can drift across ties)."""
+        centre = dict(current)
+        if self._ties:
+            centre.update({k: v for k, v in self._ties[-1][1].items() if k in centre})
+        return {k: v for k, v in centre.items() if k not in tunable or
+                self._spaces[k].inner(v) is not None or self._spaces[k].fixed}  # fmt: skip
+
+    # --- one proposal ---------------------------------------------------------------------
 
     def _proposal(
-        self, ctx: Context, knobs: dict[str, Knob], current: Params, candidate: Params
-    ) -> Proposal:
+        self, ctx: Context, knobs: dict[str, Knob], current: Params, candidate: Params,
+        move: str, token: str,
+    ) -> Proposal:  # fmt: skip
         changed = [k for k in knobs if candidate[k] != current[k]]
         per_file: dict[str, dict[str, Number]] = {}
         for k in changed:
@@ -282,29 +332,32 @@ class TuneProposer(BaseProposer):
             path: apply_values(path, ctx.surface[path], values)
             for path, values in per_file.items()
         }
-        description = ", ".join(
-            f"{k} {format_value(current[k], knobs[k].kind)}"
-            f" → {format_value(candidate[k], knobs[k].kind)}"
-            for k in changed
-        )
-        assert self._study is not None
-        complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        warm = len(complete) >= self.n_startup_trials
-        where = f"around the current best (experiment {ctx.best_experiment})"
-        rationale = f"TPE suggestion {where}." if warm else (
-            f"Random step {where} while TPE warms up."
-        )
-        meta: dict[str, Any] = {"params": dict(candidate), "changed": changed}
+        description = _describe(changed, knobs, current, candidate)
+        assert self._book is not None
+        if move == "local":
+            rationale = (f"Local step (trust-region radius {self._region.radius:.3g}) from the"
+                         f" current best (experiment {ctx.best_experiment}).")  # fmt: skip
+        elif self._book.completed() >= self.n_startup_trials:
+            rationale = f"Joint suggestion of Optuna's {self.describe().split('Optuna ')[1]}."
+        else:
+            rationale = "Random joint draw while the model warms up."
+        meta: dict[str, Any] = {
+            "params": dict(candidate), "changed": changed, "trial": token, "move": move,
+        }
         if self._baseline:
             meta["baseline"] = dict(self._baseline)
         return Proposal(
-            files=files,
-            description=description,
-            rationale=rationale,
-            hypothesis=f"{ctx.metric} gets better with {description}.",
-            meta=meta,
+            files=files, description=description, rationale=rationale,
+            hypothesis=f"{ctx.metric} gets better with {description}.", meta=meta,
             proposer=self.name,
-        )
+        )  # fmt: skip
+
+
+def _describe(changed: list[str], knobs: dict[str, Knob], old: Params, new: Params) -> str:
+    return ", ".join(
+        f"{k} {format_value(old[k], knobs[k].kind)} → {format_value(new[k], knobs[k].kind)}"
+        for k in changed
+    )
 
 
 def _params(record: ExperimentRecord) -> Params:
