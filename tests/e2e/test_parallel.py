@@ -41,11 +41,10 @@ LOGGED = textwrap.dedent("""
     open(log, "a").write(f"start {n} {gpu}\\n")
     if busy and 1 <= n <= int(os.environ.get("TOGETHER", "0")):
         wait_for(lambda: len(os.listdir(busy)) >= int(os.environ["TOGETHER"]), "together")
-    after = os.environ.get("AFTER_DECIDED")  # "n:text": wait for text in results.tsv
-    if after and int(after.split(":")[0]) == n:
+    after = globals().get("AFTER_DECIDED")  # set in a candidate: wait until that is decided
+    if after and os.environ.get("OVERNIGHT_EXPERIMENT") != "0":
         tsv = os.path.join(os.environ["OVERNIGHT_TRACE_DIR"], "..", "..", "..", "results.tsv")
-        wait_for(lambda: os.path.exists(tsv) and after.split(":", 1)[1] in open(tsv).read(),
-                 "decided")
+        wait_for(lambda: os.path.exists(tsv) and after in open(tsv).read(), "decided")
     if os.environ.get("AHEAD_LOG") and n >= 1:
         calls = lambda: len(open(os.environ["AHEAD_LOG"]).read().splitlines())
         if os.environ.get("EXPECT_AHEAD") == "1":
@@ -59,6 +58,11 @@ LOGGED = textwrap.dedent("""
     if busy:
         os.unlink(os.path.join(busy, gpu))
 """)
+
+
+# A candidate whose run waits until the other candidate (its description says "first") is
+# decided: it then beat a best that moved while it ran.
+HELD = 'AFTER_DECIDED = "(first)"\n'
 
 
 def parallel_repo(tmp_path: Path, workers: int, extra: str = "") -> Path:
@@ -118,10 +122,10 @@ def test_two_winners_from_one_parent(tmp_path: Path) -> None:
     best and measured again, then kept too."""
     repo = parallel_repo(tmp_path, workers=2)
     env = write_script(tmp_path / "s.json", [
-        {"files": {"score.py": two(5, 10, LOGGED)}, "description": "X 10 → 5 (held)"},
+        {"files": {"score.py": HELD + two(5, 10, LOGGED)}, "description": "X 10 → 5 (held)"},
         {"files": {"score.py": two(10, 8, LOGGED)}, "description": "Y 10 → 8 (first)"},
     ])  # fmt: skip
-    env.update(RUN_LOG=str(tmp_path / "runs.log"), AFTER_DECIDED="1:Y 10 → 8 (first)")
+    env.update(RUN_LOG=str(tmp_path / "runs.log"))
     out = run_cli(repo, "run", "-n", "2", "--plain", "--lookahead", "2", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     log = log_json(repo)
@@ -140,10 +144,10 @@ def test_two_winners_from_one_parent(tmp_path: Path) -> None:
 def test_racing_winners_on_the_same_line_give_one_keep(tmp_path: Path) -> None:
     repo = parallel_repo(tmp_path, workers=2)
     env = write_script(tmp_path / "s.json", [
-        {"files": {"score.py": two(6, 10, LOGGED)}, "description": "X 10 → 6 (held)"},
+        {"files": {"score.py": HELD + two(6, 10, LOGGED)}, "description": "X 10 → 6 (held)"},
         {"files": {"score.py": two(8, 10, LOGGED)}, "description": "X 10 → 8 (first)"},
     ])  # fmt: skip
-    env.update(RUN_LOG=str(tmp_path / "runs.log"), AFTER_DECIDED="1:X 10 → 8 (first)")
+    env.update(RUN_LOG=str(tmp_path / "runs.log"))
     out = run_cli(repo, "run", "-n", "2", "--plain", "--lookahead", "2", env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     log = log_json(repo)

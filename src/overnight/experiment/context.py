@@ -4,6 +4,7 @@ controller proposes exactly as well as one that never stopped."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from overnight.isolation.capture import tail_text
@@ -64,7 +65,7 @@ def build_context(
     made ahead that wait for a slot (the recorder's); `remaining`: what is left of this
     run's time, experiments and money."""
     cfg = study.cfg
-    history = sorted(history, key=lambda r: r.experiment)
+    history = sorted(history, key=attrgetter("experiment"))  # a copy, in number order
     instructions_path = study.root / cfg.study.instructions
     # Read on every proposal: users edit program.md during the night to steer the search.
     instructions = instructions_path.read_text() if instructions_path.is_file() else ""

@@ -359,7 +359,7 @@ class Loop:
         best = self.rec.best
         assert best is not None
         # Controls are not the proposer's: it never sees them (nor learns from them).
-        history = [r for r in self.rec.history if r.control_of is None]
+        history = self.rec.proposer_history
         running = {n: d for n, d in self.rec.running.items() if n not in self.rec.controls}
         left = stopping.remaining(self.opts, self._tally, time.monotonic() - self._t0,
                                   self.rec.tallies.cost_usd)  # fmt: skip

@@ -71,7 +71,8 @@ class Recorder:
         # Guards the best, the numbering, decisions and the branch across slot threads;
         # runs happen outside it.
         self.lock = threading.RLock()
-        self.history: list[ExperimentRecord] = []
+        self.history: list[ExperimentRecord] = []  # in decision order
+        self.proposer_history: list[ExperimentRecord] = []  # the same less controls
         self.tallies = Tallies()
         self.best: Best | None = None
         self.running: dict[int, str] = {}  # experiments in flight: description
@@ -90,6 +91,7 @@ class Recorder:
         """Read what the ledger holds (once per `run`); later verdicts are added in memory."""
         self.history = [r for r in self.ledger.records() if r.status is not None]
         self.history.sort(key=lambda r: (r.decided_at or 0.0, r.experiment))
+        self.proposer_history = [r for r in self.history if r.control_of is None]
         self.tallies = Tallies(self.ledger.counts(), self.ledger.total_cost())
         self.tallies.controls = sum(1 for r in self.history if r.control_of is not None)
         base = self.ledger.get(0)
@@ -247,6 +249,8 @@ class Recorder:
         with self.lock:
             self.running.pop(n, None)
             self.history.append(rec)
+            if rec.control_of is None:
+                self.proposer_history.append(rec)
             if rec.status in self.tallies.counts:
                 self.tallies.counts[rec.status] += 1
             self.tallies.controls += rec.control_of is not None

@@ -52,19 +52,25 @@ class NoisePool:
 
     def __init__(self, ledger: Ledger) -> None:
         self.groups: dict[int, list[tuple[int, str, float | None]]] = {}
+        self.multi: set[int] = set()  # experiments with two measurements or more
         for mid, n, kind, value in ledger.measurement_values():
             self.add(mid, n, kind, value)
 
     def add(self, mid: int, n: int, kind: str, value: float | None) -> None:
         if kind in METRIC_KINDS:
-            self.groups.setdefault(n, []).append((mid, kind, value))
+            group = self.groups.setdefault(n, [])
+            group.append((mid, kind, value))
+            if len(group) == 2:
+                self.multi.add(n)
 
     def retire(self, n: int) -> None:
         self.groups.pop(n, None)
+        self.multi.discard(n)
 
     def before(self, upto_id: int, exclude: int) -> NoiseUsed | None:
-        rows = [(mid, n, kind, v) for n, g in self.groups.items() if len(g) >= 2
-                for mid, kind, v in g]  # fmt: skip
+        # Only groups of two or more carry noise: walking just those keeps a night of
+        # single runs from paying for every experiment ever measured.
+        rows = [(mid, n, kind, v) for n in self.multi for mid, kind, v in self.groups[n]]
         noise = noise_before(rows, upto_id, exclude)
         return NoiseUsed(noise.sd, noise.df, upto_id) if noise else None
 
