@@ -279,7 +279,7 @@ class AgentSession:
         if rec is not None:
             with rec.lock:  # one snapshot; a keep moves the best under this lock
                 best = rec.best
-                history = list(rec.history)
+                history = list(rec.proposer_history)  # controls stay blind
                 running = sorted(rec.running.items())
                 counts = dict(rec.tallies.counts)
         if rec is None or best is None:

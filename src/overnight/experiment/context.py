@@ -4,7 +4,7 @@ controller proposes exactly as well as one that never stopped."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from operator import attrgetter
+from types import EllipsisType
 from typing import Any
 
 from overnight.isolation.capture import tail_text
@@ -15,9 +15,9 @@ from overnight.trace_digest import build_digest
 from overnight.traces import experiment_traces
 
 
-def last_crash_log(study: Study, history: list[ExperimentRecord], max_bytes: int = 3000) -> str:
-    """The log tail of the most recent crash or timeout, so the proposer can fix its bug."""
-    crash = next((r for r in reversed(history) if r.status in ("crash", "timeout")), None)
+def last_crash_log(study: Study, crash: ExperimentRecord | None, max_bytes: int = 3000) -> str:
+    """The log tail of `crash` (the most recent crash or timeout), so the proposer can fix
+    its bug."""
     if crash is None:
         return ""
     d = study.exp_dir(crash.experiment)
@@ -59,13 +59,19 @@ def build_context(
     running: Mapping[int, str] | None = None,
     queued: Mapping[int, str] | None = None,
     remaining: Remaining | None = None,
+    last_failure: ExperimentRecord | None | EllipsisType = ...,
 ) -> Context:
     """`history`: every decided experiment (the recorder keeps it in step with the ledger);
     `running`: the experiments in flight, number -> description, and `queued`: proposals
     made ahead that wait for a slot (the recorder's); `remaining`: what is left of this
-    run's time, experiments and money."""
+    run's time, experiments and money. `history` is in experiment-number order (the
+    recorder keeps it so); `last_failure`, its highest-numbered crash or timeout, is found
+    in it unless given."""
     cfg = study.cfg
-    history = sorted(history, key=attrgetter("experiment"))  # a copy, in number order
+    history = list(history)  # a copy: the recorder goes on appending to its own
+    if last_failure is ...:
+        last_failure = next((r for r in reversed(history) if r.status in ("crash", "timeout")),
+                            None)  # fmt: skip
     instructions_path = study.root / cfg.study.instructions
     # Read on every proposal: users edit program.md during the night to steer the search.
     instructions = instructions_path.read_text() if instructions_path.is_file() else ""
@@ -83,7 +89,7 @@ def build_context(
         seed=seed,
         best_commit=best.commit or "",
         repo_root=str(study.root),
-        last_crash_log=last_crash_log(study, history),
+        last_crash_log=last_crash_log(study, last_failure),
         constraints=[c.model_dump() for c in cfg.constraints],
         best_metrics=dict(best.metrics),
         trace_digest=trace_digest(study, history, best),

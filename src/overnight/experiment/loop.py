@@ -364,7 +364,8 @@ class Loop:
         left = stopping.remaining(self.opts, self._tally, time.monotonic() - self._t0,
                                   self.rec.tallies.cost_usd)  # fmt: skip
         return build_context(self.study, history, best.record, best.files,
-                             self.opts.seed, running, self.rec.queued, left)  # fmt: skip
+                             self.opts.seed, running, self.rec.queued, left,
+                             self.rec.last_failure)  # fmt: skip
 
     def _run_one(self, proposal: Proposal, slot: int) -> ExperimentRecord:
         return self._after(self.pipeline.run(proposal, slot))

@@ -9,10 +9,12 @@ bookkeeping costs the same at experiment 10 and at experiment 10,000.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from overnight.experiment.reference import NoisePool
@@ -34,6 +36,10 @@ def with_trailer(ws: Workspace, commit: str, trailer: str) -> str:
     c = ws.repo[commit]
     message = c.message.rstrip("\n") + "\n" + trailer + "\n"
     return ws.commit_tree(str(c.tree_id), str(c.parent_ids[0]), message)
+
+
+_number = attrgetter("experiment")
+FAILED = ("crash", "timeout")  # the failures whose log tail a proposer is shown
 
 
 @dataclass
@@ -72,7 +78,11 @@ class Recorder:
         # runs happen outside it.
         self.lock = threading.RLock()
         self.history: list[ExperimentRecord] = []  # in decision order
-        self.proposer_history: list[ExperimentRecord] = []  # the same less controls
+        # What a proposer is shown: the same less controls, in number order, and the
+        # highest-numbered crash or timeout among them (kept here so that building a
+        # proposer's context costs the same at experiment 10 and at experiment 10,000).
+        self.proposer_history: list[ExperimentRecord] = []
+        self.last_failure: ExperimentRecord | None = None
         self.tallies = Tallies()
         self.best: Best | None = None
         self.running: dict[int, str] = {}  # experiments in flight: description
@@ -91,7 +101,10 @@ class Recorder:
         """Read what the ledger holds (once per `run`); later verdicts are added in memory."""
         self.history = [r for r in self.ledger.records() if r.status is not None]
         self.history.sort(key=lambda r: (r.decided_at or 0.0, r.experiment))
-        self.proposer_history = [r for r in self.history if r.control_of is None]
+        self.proposer_history = sorted((r for r in self.history if r.control_of is None),
+                                       key=_number)  # fmt: skip
+        self.last_failure = next((r for r in reversed(self.proposer_history)
+                                  if r.status in FAILED), None)  # fmt: skip
         self.tallies = Tallies(self.ledger.counts(), self.ledger.total_cost())
         self.tallies.controls = sum(1 for r in self.history if r.control_of is not None)
         base = self.ledger.get(0)
@@ -250,7 +263,10 @@ class Recorder:
             self.running.pop(n, None)
             self.history.append(rec)
             if rec.control_of is None:
-                self.proposer_history.append(rec)
+                bisect.insort(self.proposer_history, rec, key=_number)  # mostly an append
+                if rec.status in FAILED and (self.last_failure is None
+                                             or n > self.last_failure.experiment):
+                    self.last_failure = rec
             if rec.status in self.tallies.counts:
                 self.tallies.counts[rec.status] += 1
             self.tallies.controls += rec.control_of is not None
