@@ -51,6 +51,23 @@ def test_planted_files_go_and_tracked_ones_come_back(ws: Workspace, tmp_path: Pa
     assert wt.clean() == [] and (path / "new_helper.py").exists()
 
 
+def test_only_what_the_run_changed_is_reported_and_rewritten(ws: Workspace) -> None:
+    wt = ws.worktree(0)
+    wt.checkout(candidate(ws, {"train.py": "x = 2\n"}))
+    # The next candidate: its surface differs from the tree the index was first built from.
+    path = wt.checkout(candidate(ws, {"train.py": "x = 3\n"}))
+    before = os.stat(path / "train.py").st_ino
+    assert wt.clean() == []
+    assert os.stat(path / "train.py").st_ino == before  # not rewritten
+    # A mode change alone is a change, and is put back.
+    (path / "evaluate.py").chmod(0o755)
+    assert wt.clean() == ["evaluate.py"]
+    assert not os.access(path / "evaluate.py", os.X_OK)
+    assert (path / "evaluate.py").read_text() == "ok\n"
+    (path / "train.py").write_text("x = 99\n")
+    assert wt.clean() == ["train.py"] and (path / "train.py").read_text() == "x = 3\n"
+
+
 def test_an_index_the_run_rewrote_is_not_trusted(ws: Workspace) -> None:
     wt = ws.worktree(0)
     path = wt.checkout(candidate(ws, {"train.py": "x = 3\n"}))

@@ -11,6 +11,7 @@ planted in `.git/hooks` ever executes with the controller's environment.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping
@@ -386,12 +387,18 @@ class Worktree:
                     changed.append(rel)
                 continue
             safefs.unlink_inside(self.path, rel)
+        restored = []
         for path in changed:
-            if _in_tree(tree, path):
+            if not _in_tree(tree, path):
+                safefs.unlink_inside(self.path, path)
+            elif self._differs(tree, path):
+                # Status compares with the index, which keeps the first checkout's tree:
+                # a surface file of this candidate is "modified" there without being so.
                 self._restore(tree, path)
             else:
-                safefs.unlink_inside(self.path, path)
-        return sorted(set(changed))
+                continue
+            restored.append(path)
+        return sorted(set(restored))
 
     def _index_stamp(self) -> tuple[int, int, int, int] | None:
         try:
@@ -410,8 +417,16 @@ class Worktree:
             raise GitError(f"cannot restore {rel}: {exc}") from exc
 
     def _differs(self, tree: Any, rel: str) -> bool:
+        """Whether the file on disk is not the tree's: content, kind or executable bit."""
         entry = tree[rel]
         try:
+            st = os.lstat(self.path / rel)
+            if entry.filemode == _LINK:
+                target = os.readlink(self.path / rel) if stat.S_ISLNK(st.st_mode) else None
+                return target is None or os.fsencode(target) != self.repo[entry.id].data
+            executable = bool(st.st_mode & 0o100)
+            if not stat.S_ISREG(st.st_mode) or executable != (entry.filemode == _EXEC):
+                return True
             data = safefs.read_bytes(self.path, rel)
         except OSError:
             return True
