@@ -82,7 +82,7 @@ def main() -> None:
         repo = make_repo(Path(tmp) / "repo", {"knob.txt": "1001\n", "overnight.toml": CONFIG})
         res = anyio.run(measure, repo, 5 if args.quick else args.submits)
     fmt = "{:.0f}"
-    print("## Q6. Driving a study through `overnight mcp`: cost per experiment\n")
+    print("## Q7. Driving a study through `overnight mcp`: cost per experiment\n")
     print(table(["call (ms, median [IQR])", "value"], [
         ["submit(wait=true), round trip", med_iqr(res["submit"], fmt)],
         ["  of which not the run (tools, desk, pipeline, git, ledger)",

@@ -34,8 +34,8 @@ def run_bench(*argv: str, timeout: float = 120) -> str:
         ("search_quality.py", "## Q3."),
         ("noise.py", "## Q4."),
         ("record_scale.py", "## Q5."),
-        ("mcp_roundtrip.py", "## Q6."),
-        ("stale.py", "## Q6."),
+        ("mcp_roundtrip.py", "## Q7."),
+        ("stale.py", "### Stale proposals"),
         ("startup.py", "## Start-up"),
     ],
 )
