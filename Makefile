@@ -32,7 +32,7 @@ test: $(VENV)/.dev $(VENV)/.torch
 	$(BIN)/python -m pytest -q -ra
 
 # Every bench script (bench/suite.py), one Markdown table per question; the numbers and the
-# machine go into docs/benchmarks.md. Takes about 10 minutes; installs OpenEvolve from PyPI
+# machine go into docs/benchmarks.md. Takes about 50 minutes; installs OpenEvolve from PyPI
 # into bench/.venv-openevolve on first use.
 bench: $(VENV)/.dev
 	$(BIN)/python bench/suite.py --write-docs docs/benchmarks.md
