@@ -326,3 +326,34 @@ def test_repeats_are_all_run_and_the_value_is_their_mean(tmp_path: Path, repeats
     rows = ledger_rows(study)
     assert rows[1].value == pytest.approx(11.0 + 0.01 * (repeats - 1) / 2)
     verified(study)
+
+
+def test_a_proposal_still_being_made_when_the_night_ends_is_dropped(tmp_path: Path) -> None:
+    """Run-ahead asks for one more proposal than the night runs. When the last experiment
+    is decided, that request is abandoned: the loop returns with no feeder left that could
+    write to the records it has closed, and the late answer is recorded nowhere."""
+    WAIT = 30  # seconds a forced ordering may take before the test fails (never reached)
+    release = threading.Event()
+    asked = threading.Event()
+
+    def late(ctx: Context) -> str:
+        asked.set()
+        release.wait(WAIT)
+        return knobs(9.0)
+
+    def behave(task: RunTask, files: dict[str, str]) -> FakeRun:
+        if task.experiment == 2:
+            asked.wait(WAIT)  # the third proposal is being made while the last run runs
+        return scored(task, files)
+
+    study = study_at(tmp_path)
+    proposer = ListProposer([knobs(2.0), knobs(3.0, 12), late])
+    summary, _ = night(study, proposer, behave, n=2, lookahead=1)
+    try:
+        assert asked.is_set() and summary.ran == 2
+        assert not [t.name for t in threading.enumerate()
+                    if t.name.startswith("overnight-feeder")]  # fmt: skip
+    finally:
+        release.set()
+    assert [r.experiment for r in ledger_rows(study)] == [0, 1, 2]
+    verified(study)

@@ -78,6 +78,7 @@ class Loop:
         self.view = view or NullView()
         self.ws = study.ws
         self.stop_event = threading.Event()
+        self._over = threading.Event()  # the scheduler wants no more proposals (Jobs.over)
         self.stop_reason = ""
         self.stop_signal: int | None = None
         self.breakers = stopping.Breakers(study.cfg.stop)
@@ -108,10 +109,12 @@ class Loop:
                 self.controls = ControlSchedule(self.cfg.judge.controls, self.opts.seed,
                                                 (self.rec._next or 1) - 1)  # fmt: skip
                 lookahead = self.slots if self.opts.lookahead is None else self.opts.lookahead
+                self._over = threading.Event()
                 jobs = Jobs(
                     propose=self.propose, run=self._run_one, should_stop=self.should_stop,
                     before_each=self._before_each, stopping=self.stop_event,
                     concurrent=bool(getattr(self.proposer, "concurrent", False)),
+                    over=self._over,
                 )  # fmt: skip
                 sched = Scheduler(jobs, self.slots, lookahead, tally)
                 why = sched.run()
@@ -327,8 +330,10 @@ class Loop:
         self.view.proposing(upcoming)
         while thread.is_alive():
             thread.join(0.1)
-            if self.stop_event.is_set():
-                raise Interrupted
+            if self.stop_event.is_set() or self._over.is_set():
+                raise Interrupted  # the proposer's answer, if it comes, is dropped
+        if self._over.is_set():
+            raise Interrupted
         if "e" in box:
             exc = box["e"]
             box["p"] = Proposal(

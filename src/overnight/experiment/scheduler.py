@@ -12,10 +12,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from overnight.experiment.measure import Interrupted
 from overnight.store.records import ExperimentRecord, Proposal
+
+FEEDER_GRACE = 30.0  # seconds a feeder may take to give up a proposal at the end
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Jobs:
     before_each: Callable[[int], None]  # slot -> None (e.g. re-measure the best for drift)
     stopping: threading.Event  # set when a stop was requested (Ctrl-C, SIGTERM)
     concurrent: bool = False  # the proposer may be called from several threads at once
+    # Set by the scheduler once no more proposals are wanted: a `propose` still making one
+    # should give up (raise Interrupted), since the night's records are about to close.
+    over: threading.Event = field(default_factory=threading.Event)
 
 
 class Scheduler:
@@ -46,7 +51,7 @@ class Scheduler:
         self.tally = tally or Tally()
         self.lock = threading.Lock()
         self.why: str | None = None
-        self.done = threading.Event()
+        self.done = jobs.over
         self.ready: queue.Queue[Proposal] = queue.Queue(maxsize=max(1, self.lookahead))
         self.room = threading.Lock()
         self.inflight = 0  # proposals being made right now
@@ -61,16 +66,22 @@ class Scheduler:
         ]
         # A proposer that may be called from several threads at once (a model API) gets a
         # feeder per look-ahead slot, so N slots are kept busy by a model slower than a run.
-        feeders = self.lookahead if self.jobs.concurrent else 1
-        for i in range(feeders if self.lookahead else 0):
-            threading.Thread(target=self._feed, name=f"overnight-feeder-{i}", daemon=True).start()
-        for t in threads:
+        count = self.lookahead if self.jobs.concurrent else 1
+        feeders = [
+            threading.Thread(target=self._feed, name=f"overnight-feeder-{i}", daemon=True)
+            for i in range(count if self.lookahead else 0)
+        ]
+        for t in feeders + threads:
             t.start()
         # The main thread only waits, so Ctrl-C / SIGTERM handlers run promptly.
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(0.1)
         self.done.set()
+        # A feeder may be making a proposal nobody will run: it gives up when it sees `done`
+        # (see Jobs.over), and the night's records close only after it has left.
+        for t in feeders:
+            t.join(FEEDER_GRACE)
         if self.error is not None:
             raise self.error
         return self.why
