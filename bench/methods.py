@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from overnight.proposers.base import BaseProposer, Context
 from overnight.proposers.tune.knobs import apply_values
-from overnight.proposers.tune.tune import N_STARTUP, TuneProposer, _describe, _discover, _rebased
+from overnight.proposers.tune.rebase import discover, reset_knobs
+from overnight.proposers.tune.tune import N_STARTUP, TuneProposer, _describe
 from overnight.store.records import ExperimentRecord, Proposal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,7 +45,7 @@ class _JointProposer(BaseProposer):
         """A decided experiment (params: the searched knobs' values)."""
 
     def propose(self, ctx: Context) -> Proposal:
-        knobs = _discover(ctx.surface)
+        knobs = discover(ctx.surface)
         current = {k: knob.value for k, knob in knobs.items()}
         if not self.spaces:
             self.spaces, self.goal = self.tune.spaces_for(ctx.surface), ctx.goal
@@ -65,7 +66,7 @@ class _JointProposer(BaseProposer):
         )
 
     def rebase(self, proposal: Proposal, surface: dict[str, str]) -> dict[str, str] | None:
-        return _rebased(proposal, surface)
+        return reset_knobs(proposal, surface)
 
     def observe(self, result: ExperimentRecord) -> None:
         self._sync(result, None)
@@ -152,3 +153,8 @@ class TuneGlobalOnlyProposer(TuneProposer):
 class TuneLocalOnlyProposer(TuneProposer):
     def __init__(self, seed: int = 0, **options: Any) -> None:
         super().__init__(seed, local_share=1.0, **options)
+
+
+class TuneWarmupProposer(TuneProposer):
+    def __init__(self, seed: int = 0, **options: Any) -> None:
+        super().__init__(seed, warmup=True, **options)

@@ -82,6 +82,7 @@ METHODS = {
     "tune-gp": ("methods:TuneGPProposer", "tune, GP as the joint model"),
     "tune-tpe-only": ("methods:TuneGlobalOnlyProposer", "tune, joint TPE moves only"),
     "tune-local-only": ("methods:TuneLocalOnlyProposer", "tune, trust-region moves only"),
+    "tune-warmup": ("methods:TuneWarmupProposer", "tune, joint draws until TPE's start-up"),
 }
 PRELOAD = ["numpy", "sklearn.ensemble", "sklearn.neural_network", "sklearn.datasets",
            "sklearn.metrics", "sklearn.model_selection"]  # fmt: skip
@@ -272,6 +273,11 @@ def main() -> None:
                         fh.write(json.dumps(result) + "\n")
     report(results, studies, methods, marks, seeds, n, time.perf_counter() - t0, args.jobs,
            skipped)  # fmt: skip
+    failed = [r for r in results if r["error"]]
+    if failed:  # the table says which; a benchmark with failed searches is not a result
+        sys.exit(f"{len(failed)} of {len(results)} searches failed, e.g. "
+                 f"{failed[0]['study']}/{failed[0]['method']}: "
+                 f"{failed[0]['error'].strip().splitlines()[-1]}")  # fmt: skip
 
 
 if __name__ == "__main__":
