@@ -78,6 +78,8 @@ class TuneProposer(BaseProposer):
         self._region = TrustRegion()
         # A fixed share of local moves instead of the adaptive choice (for measurements).
         self._chooser = MoveChooser(share=options.pop("local_share", None))
+        # Joint (random) draws only until the model has its start-up trials (a measurement).
+        self._warmup = bool(options.pop("warmup", False))
         self._best: float | None = None  # the value of the latest keep
         self._ties: list[tuple[int, Params]] = []  # not worse than the best, since it
         if cfg is not None:
@@ -161,7 +163,12 @@ class TuneProposer(BaseProposer):
             assert book is not None
             trial: int | None = None  # a global move's trial, reused if its values repeat
             for attempt in range(MAX_ATTEMPTS):
-                move = self._chooser.choose(self._rng) if attempt < MAX_ATTEMPTS // 2 else "local"
+                if attempt >= MAX_ATTEMPTS // 2:
+                    move = "local"
+                elif self._warmup and book.completed() < self.n_startup_trials:
+                    move = "global"
+                else:
+                    move = self._chooser.choose(self._rng)
                 if move == "global" and trial is None:
                     params, trial = book.ask(tunable)
                 else:
