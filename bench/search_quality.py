@@ -82,7 +82,8 @@ METHODS = {
     "tune-gp": ("methods:TuneGPProposer", "tune, GP as the joint model"),
     "tune-tpe-only": ("methods:TuneGlobalOnlyProposer", "tune, joint TPE moves only"),
     "tune-local-only": ("methods:TuneLocalOnlyProposer", "tune, trust-region moves only"),
-    "tune-warmup": ("methods:TuneWarmupProposer", "tune, joint draws until TPE's start-up"),
+    "tune-warmup": ("methods:TuneWarmupProposer",
+                    "tune, random joint draws until TPE's start-up (not the default)"),
 }
 PRELOAD = ["numpy", "sklearn.ensemble", "sklearn.neural_network", "sklearn.datasets",
            "sklearn.metrics", "sklearn.model_selection"]  # fmt: skip

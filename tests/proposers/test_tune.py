@@ -348,6 +348,22 @@ def test_synthetic_study_improves_for_most_seeds() -> None:
     assert sum(c > 0.5 for c in closed) >= 7
 
 
+def test_both_kinds_of_move_from_the_start_and_the_measured_warmup() -> None:
+    """By default local steps and joint suggestions both come up from the first proposals.
+    The warm-up measured in Q3 (`warmup=True`): joint random draws only until the model
+    has its start-up results (the baseline included), then both kinds."""
+    moves = [r.meta["move"] for r in greedy_study(TuneProposer(seed=2), 40)[1:]]
+    assert {"local", "global"} <= set(moves[:8])
+    proposer = TuneProposer(seed=2, warmup=True)
+    moves = [r.meta["move"] for r in greedy_study(proposer, 40)[1:]]
+    warmup = proposer.n_startup_trials - 1
+    assert moves[:warmup] == ["global"] * warmup
+    assert {"local", "global"} <= set(moves[warmup:])
+    # A fixed share (a measurement) has no warm-up.
+    fixed = TuneProposer(seed=2, local_share=1.0, warmup=True)
+    assert {r.meta["move"] for r in greedy_study(fixed, 6)[1:]} == {"local"}
+
+
 def test_maximize_goal_climbs() -> None:
     proposer = TuneProposer(seed=0)
     history = greedy_study(proposer, 20, goal="maximize")

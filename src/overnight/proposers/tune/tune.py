@@ -78,8 +78,11 @@ class TuneProposer(BaseProposer):
         self._region = TrustRegion()
         # A fixed share of local moves instead of the adaptive choice (for measurements).
         self._chooser = MoveChooser(share=options.pop("local_share", None))
-        # Joint (random) draws only until the model has its start-up trials (a measurement).
-        self._warmup = bool(options.pop("warmup", False))
+        # Joint (random) draws only until the model has its start-up trials, then the
+        # adaptive choice: measured in Q3 against the default (no warm-up), not adopted
+        # (docs/proposers/tune.md). Off with a fixed share.
+        warmup = options.pop("warmup", False)
+        self._warmup = bool(warmup) and self._chooser.share is None
         self._best: float | None = None  # the value of the latest keep
         self._ties: list[tuple[int, Params]] = []  # not worse than the best, since it
         if cfg is not None:
