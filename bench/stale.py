@@ -295,7 +295,7 @@ def main() -> int:
                     setattr(row, name, getattr(row, name) + getattr(o, name))
                 if o.study is not None:
                     studies.setdefault(label, o.study)
-        print(f"### Stale proposals ({args.seeds} × {n} experiments per row, 4 slots, "
+        print(f"## Q6. Stale proposals ({args.seeds} × {n} experiments per row, 4 slots, "
               "lookahead 4, 15 knobs on consecutive lines)\n")  # fmt: skip
         print(table(
             ["carried with", "proposals", "made on an older best", "lost: neighbouring line",

@@ -30,9 +30,9 @@ SCRIPTS: list[tuple[str, str, list[str], bool]] = [
     ("noise", "noise.py", [], False),
     ("record_scale", "record_scale.py", [], False),
     ("overhead", "overhead.py", [], False),
-    ("mcp_roundtrip", "mcp_roundtrip.py", [], False),
     ("report_scale", "report_scale.py", [], True),
     ("stale", "stale.py", [], False),
+    ("mcp_roundtrip", "mcp_roundtrip.py", [], False),
     ("startup", "startup.py", [], False),
 ]
 QUICK_ARGS = {

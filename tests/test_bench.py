@@ -35,7 +35,7 @@ def run_bench(*argv: str, timeout: float = 120) -> str:
         ("noise.py", "## Q4."),
         ("record_scale.py", "## Q5."),
         ("mcp_roundtrip.py", "## Q7."),
-        ("stale.py", "### Stale proposals"),
+        ("stale.py", "## Q6."),
         ("startup.py", "## Start-up"),
     ],
 )
