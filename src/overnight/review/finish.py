@@ -262,11 +262,11 @@ def build_final(study: Study, drop: str | None = None, squash: bool = False) -> 
     try:
         series = replay(Changes(study, start), start, chosen)
     except ReplayConflict as exc:
-        raise OvernightError(
+        raise UsageError(  # what was asked cannot be built; nothing was written
             f"cannot build {branch} without experiment(s) "
-            f"{', '.join(map(str, sorted(dropped)))}: {exc}.\nThat change builds on what was "
-            f"dropped (both changed the same text); drop experiment {exc.keep.n} too, or keep "
-            "what it depends on. Branch not written."
+            f"{', '.join(map(str, sorted(dropped)))}: {exc}; that change builds on what was "
+            f"dropped (both changed the same text): drop experiment {exc.keep.n} too, or keep "
+            "what it depends on (branch not written)"
         ) from None
     if not series.keeps:
         raise UsageError("the remaining keeps change nothing; nothing to finish")
