@@ -1,8 +1,9 @@
-"""Descriptions derived from an edit, for agents that leave no description file."""
+"""Descriptions derived from an edit, for agents that leave no description file and for
+models whose description is not about their edit."""
 
 from __future__ import annotations
 
-from overnight.proposers.describe import describe_change
+from overnight.proposers.describe import describe, describe_change, is_about
 
 TRAIN = """\
 import math
@@ -54,3 +55,18 @@ def test_other_edits_name_the_functions_or_the_lines() -> None:
                                                                    "b.py": "Y = 3\n"})
     assert two == "a.py: X 1 → 2; b.py: Y 2 → 3"
     assert len(describe_change({}, {f"f{i}.txt": "x\n" for i in range(30)})) == 120
+
+
+def test_a_description_that_is_not_about_the_change_gives_way_to_the_edit() -> None:
+    """Seen with SmolLM2-135M: descriptions like `{ {` or `1 experiments so far (keep).`"""
+    before = {"train.py": TRAIN}
+    knob = {"train.py": TRAIN.replace("LR = 0.04", "LR = 0.003")}
+    for junk in ("{ {", "1 experiments so far (keep).", "Try this to see if it is better", ""):
+        assert not is_about(junk, before, knob)
+        assert describe(junk, before, knob) == "LR 0.04 → 0.003"
+    for told in ("lower LR", "lr to 0.003", "the learning rate 0.04 was too high"):
+        assert is_about(told, before, knob), told
+        assert describe(told, before, knob) == told
+    code = {"train.py": TRAIN.replace("return x * LR", "return math.tanh(x) * LR")}
+    assert describe("squash the input with tanh", before, code) == "squash the input with tanh"
+    assert describe("an idea", before, code) == "train.py: edit forward()"

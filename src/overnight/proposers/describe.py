@@ -1,12 +1,14 @@
 """A description derived from an edit itself, for proposals whose author wrote none (a
-coding agent that left no description file): the knobs it moved (`LR 0.04 → 0.031`), else
-the functions it added, changed or removed (`train.py: edit forward(), Block.__init__()`),
+coding agent that left no description file) or one that is not about the change (a small
+model's `{ {` or `1 experiments so far (keep).`): the knobs it moved (`LR 0.04 → 0.031`),
+else the functions it added, changed or removed (`train.py: edit forward(), Block.__init__()`),
 else the lines it changed (`config.txt: lines 3–5`)."""
 
 from __future__ import annotations
 
 import ast
 import difflib
+import re
 
 from overnight.proposers.tune.knobs import find_knobs
 
@@ -103,3 +105,39 @@ def describe_change(before: dict[str, str], after: dict[str, str]) -> str:
             parts.append(f"{path}: {rest}")
     text = "; ".join(parts) or "no change"
     return text if len(text) <= LIMIT else text[: LIMIT - 1] + "…"
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]+|\d+(?:\.\d+)?(?:[eE]-?\d+)?")
+# Words that say nothing about which change it is (English, or Python's own).
+_COMMON = frozenset(
+    "an and as at be by do for from if in is it no not of on or so the this that to try "
+    "use set we with".split()
+)
+
+
+def _words(text: str) -> set[str]:
+    """Numbers, and identifiers of 2+ characters compared without case or underscores."""
+    words = {w.lower().replace("_", "") for w in _WORD.findall(text)
+             if len(w) > 1 or w.isdigit()}  # fmt: skip
+    return words - _COMMON
+
+
+def is_about(text: str, before: dict[str, str], after: dict[str, str]) -> bool:
+    """Whether a description names something the change touches: a word or number of a
+    line it removed or added (`use GELU` for a line now calling gelu, `LR to 3e-4`)."""
+    touched: set[str] = set()
+    for path in after:
+        old, new = before.get(path, "").splitlines(), after[path].splitlines()
+        matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "equal":
+                touched |= _words("\n".join(old[i1:i2] + new[j1:j2]))
+    return bool(_words(text) & touched)
+
+
+def describe(text: str, before: dict[str, str], after: dict[str, str]) -> str:
+    """The author's description when it is about the change, else the change's own."""
+    text = " ".join(text.split())
+    if text and is_about(text, before, after):
+        return text
+    return describe_change(before, after)

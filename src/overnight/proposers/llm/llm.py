@@ -24,6 +24,7 @@ from overnight.errors import UsageError
 from overnight.isolation import secrets
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.proposers.base import BaseProposer, Context
+from overnight.proposers.describe import describe
 from overnight.proposers.llm.budget import TokenCounter, Window, discover, is_local, output_room
 from overnight.proposers.llm.edits import EditError
 from overnight.proposers.llm.formats import (
@@ -364,6 +365,10 @@ class LLMProposer(BaseProposer):
             meta["lesson_about"] = previous[-1] if previous else 0
         hypothesis = one_line(fields.get("HYPOTHESIS", ""), 500)
         description = one_line(fields.get("DESCRIPTION") or hypothesis or "llm edit", 120)
+        if parsed is not None and parsed.files:
+            # A small model's description is often not about its edit at all: then the
+            # edit describes itself (the model's words stay in the hypothesis and reply).
+            description = one_line(describe(description, ctx.surface, parsed.files), 120)
         meta["format_ok"] = parsed is not None
         return Proposal(
             files=parsed.files if parsed is not None else {}, description=description,
