@@ -338,6 +338,18 @@ def test_format_choice_falls_back_and_retries_later() -> None:
                    for n in range(RETRY_AFTER)]  # fmt: skip
     assert choose(order, later, {**fits, "whole_file": False}).name == "search_replace"
     assert choose(order, [], {}) is None
+    # The retry failed too: the next one waits twice as long, and so on.
+    again = later + [record(30, "invalid", None, format="search_replace", format_ok=False)]
+    def json_runs(start: int, k: int) -> list:
+        return [record(start + n, "discard", 1.0, format="json", format_ok=True)
+                for n in range(k)]  # fmt: skip
+    no_whole = {**fits, "whole_file": False}
+    assert choose(order, again + json_runs(40, RETRY_AFTER), no_whole).name == "json"
+    assert choose(order, again + json_runs(40, 2 * RETRY_AFTER), no_whole).name == (
+        "search_replace")
+    # One usable reply ends the demotion.
+    healed = again + [record(80, "keep", 0.5, format="search_replace", format_ok=True)]
+    assert choose(order, healed, no_whole).name == "search_replace"
 
 
 def test_cache_savings_arithmetic() -> None:

@@ -255,9 +255,12 @@ def choose(
             tries.setdefault(used, []).append(bool(meta["format_ok"]))
             since[used] = 0
     for f in candidates:
-        last = tries.get(f.name, [])[-FAIL_STREAK:]
-        demoted = len(last) == FAIL_STREAK and not any(last)
-        if not demoted or since.get(f.name, 0) >= RETRY_AFTER:
+        mine = tries.get(f.name, [])
+        streak = len(mine) - 1 - max((i for i, ok in enumerate(mine) if ok), default=-1)
+        # Demoted after FAIL_STREAK failures in a row; each retry that fails again doubles
+        # the wait before the next one (a model that cannot write a format stops paying).
+        wait = RETRY_AFTER * 2 ** max(0, streak - FAIL_STREAK)
+        if streak < FAIL_STREAK or since.get(f.name, 0) >= wait:
             return f
     return candidates[-1]
 
