@@ -324,6 +324,10 @@ def test_whole_file_accepts_a_single_bare_code_block() -> None:
     assert fmt.parse(reply, {"train.py": TRAIN}).files == {
         "train.py": TRAIN.replace("= 4 ", "= 8 ")}  # fmt: skip
     assert not fmt.usable({"big.py": "x = 1\n" * 500})
+    # A single block holding a SEARCH/REPLACE edit is not the file: its own error stands.
+    outside = "helper.txt\n```\n<<<<<<< SEARCH\nlocked\n=======\nopen\n>>>>>>> REPLACE\n```\n"
+    with pytest.raises(EditError, match="helper.txt"):
+        fmt.parse(outside, {"train.py": TRAIN})
 
 
 def test_format_choice_falls_back_and_retries_later() -> None:

@@ -21,7 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from overnight.proposers.llm.edits import FENCE, EditError, apply_edits, reapply_blocks
+from overnight.proposers.llm.edits import (
+    FENCE,
+    REPLACE,
+    SEARCH,
+    EditError,
+    apply_edits,
+    reapply_blocks,
+)
 from overnight.proposers.llm.prompts import one_line, parse_fields
 from overnight.proposers.tune.knobs import (
     Knob,
@@ -33,7 +40,9 @@ from overnight.proposers.tune.knobs import (
 from overnight.store.records import ExperimentRecord, Proposal
 
 WHOLE_FILE_LINES = 200  # surfaces up to this many lines may be rewritten whole
-FAIL_STREAK = 2  # unusable replies in a row (each after its repair turn) demote a format
+# A try is a reply and, when it is unusable, its repair turn: one failed try (two unusable
+# replies in a row) demotes a format until its retry.
+FAIL_STREAK = 1
 RETRY_AFTER = 12  # proposals in other formats before a demoted format is tried again
 MAX_JSON_EDITS = 4
 
@@ -138,8 +147,8 @@ Write nothing after the code block."""
             files = apply_edits(reply, surface, whole_files=True)
         except EditError as exc:
             bare = _bare_fence(reply) if len(surface) == 1 else None
-            if bare is None:
-                raise
+            if bare is None or any(SEARCH.match(x) or REPLACE.match(x) for x in bare.splitlines()):
+                raise  # a SEARCH/REPLACE block is not a file: its own error stands
             files = {next(iter(surface)): bare} if bare != next(iter(surface.values())) else {}
             if not bare.strip():
                 raise EditError("the code block is empty") from exc
