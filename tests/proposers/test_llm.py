@@ -128,7 +128,8 @@ def test_openai_outcomes_cost_prompt_and_secrets(tmp_path: Path) -> None:
     assert "closest line is 2: `X = 7`" in reasons[2] and "(after a repair turn)" in reasons[2]
     assert "cut off at the output limit of" in reasons[3] and "stop reason 'length'" in reasons[3]
     assert [r["value"] for r in log if r["status"] == "keep"] == [10, 7, 5]
-    assert log[1]["description"] == "X 10 to 7" and log[4]["description"] == "X 7 to 5"
+    # Knob changes are described exactly, as tune's are (the model's words: its hypothesis).
+    assert log[1]["description"] == "X 10 → 7" and log[4]["description"] == "X 7 → 5"
     assert git(repo, "show", "overnight/t:score.py") == SCORE.replace("10", "5").strip()
 
     # The repair turn shows the model its own reply and the parse error.

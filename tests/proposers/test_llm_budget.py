@@ -87,7 +87,7 @@ def test_llama_server_reports_its_context_and_every_request_fits() -> None:
         llm.close()
     assert p.invalid_reason is None, p.invalid_reason
     assert p.files["train.py"] == TRAIN.replace("0.001  #", "0.01  #")
-    assert p.description == "Set LEARNING_RATE to 0.01" and p.hypothesis
+    assert p.description == "LEARNING_RATE 0.001 → 0.01" and p.hypothesis
     budget = p.meta["budget"]
     assert budget["context"] == 2048 and budget["source"] == "llama.cpp GET /props"
     sent = server.requests[0]
@@ -379,3 +379,38 @@ def test_rebase_applies_the_edit_again_on_a_newer_best() -> None:
     assert llm.rebase(p, {"train.py": already}) is None  # nothing left to change: the merge says so
     p.meta["format"] = "whole_file"
     assert llm.rebase(p, {"train.py": newer}) is None
+
+
+def test_a_change_already_in_flight_or_measured_gets_a_turn_asking_for_another() -> None:
+    """Run-ahead: a weak model proposes the very change that is running now (seen with
+    SmolLM2-135M as `empty change` and `duplicate` experiments). It is told, once."""
+    ctx = context()
+    ctx.in_flight = [{"experiment": 3, "description": "LEARNING_RATE 0.001 → 0.01"}]
+    with FakeLLM([knob_json(), knob_json("HIDDEN", 8)], flavor="llama.cpp") as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(ctx)
+        llm.close()
+    assert p.invalid_reason is None, p.invalid_reason
+    assert p.files["train.py"] == TRAIN.replace("HIDDEN = 4", "HIDDEN = 8")
+    assert p.description == "HIDDEN 4 → 8" and "repeat" not in p.meta
+    assert p.meta["repair"]["ok"] is True
+    assert "repeats experiment 3, which is being measured now" in p.meta["repair"]["error"]
+    turn = server.requests[1].body["messages"][-1]["content"]
+    assert "with a different change" in turn and "LEARNING_RATE 0.001 → 0.01" in turn
+    # Measured since the best, and repeated again after the turn: invalid, saying why.
+    history = [record(0, "keep", 0.8), record(1, "discard", 0.9)]
+    history[1].description = "LEARNING_RATE 0.001 → 0.01"
+    with FakeLLM([knob_json(), knob_json()], flavor="llama.cpp") as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(context(history))
+        llm.close()
+    assert p.invalid_reason == ("repeated change: it repeats experiment 1, already measured "
+                                "(discard) (after a repair turn)")  # fmt: skip
+    assert p.meta["format_ok"] is True  # the format worked: it is not demoted for this
+    # A different change made on the same best is not a repeat.
+    history[1].description = "HIDDEN 4 → 8"
+    with FakeLLM([knob_json()], flavor="llama.cpp") as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(context(history))
+        llm.close()
+    assert p.invalid_reason is None and len(server.requests) == 1

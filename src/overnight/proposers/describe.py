@@ -9,8 +9,10 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+from typing import Any
 
 from overnight.proposers.tune.knobs import find_knobs
+from overnight.store.records import ExperimentRecord
 
 LIMIT = 120
 
@@ -141,3 +143,35 @@ def describe(text: str, before: dict[str, str], after: dict[str, str]) -> str:
     if text and is_about(text, before, after):
         return text
     return describe_change(before, after)
+
+
+def knob_change(before: dict[str, str], after: dict[str, str]) -> str | None:
+    """`LR 0.04 → 0.031, …` when the change moves knobs and nothing else, else None."""
+    paths = sorted(p for p in after if after[p] != before.get(p))
+    if not paths or any(p not in before for p in paths):
+        return None
+    moves = []
+    for path in paths:
+        moved, only = _knob_moves(path, before[path], after[path])
+        if not only:
+            return None
+        moves += moved
+    return ", ".join(moves)
+
+
+def repeats(change: str, in_flight: list[dict[str, Any]], history: list[ExperimentRecord],
+            best: int) -> str:  # fmt: skip
+    """Why the knob change `change` (as knob_change writes it) repeats a change in flight, or
+    one measured since the current best: "" when it does not."""
+    for entry in in_flight:
+        if entry.get("description") == change:
+            n = entry.get("experiment")
+            where = (f"experiment {n}, which is being measured now" if n
+                     else "a proposal already waiting for a slot")  # fmt: skip
+            return f"it repeats {where} ({change})"
+    for rec in reversed(history):
+        if rec.experiment <= best:
+            break
+        if rec.description == change:
+            return f"it repeats experiment {rec.experiment}, already measured ({rec.status})"
+    return ""

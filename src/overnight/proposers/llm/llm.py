@@ -24,7 +24,7 @@ from overnight.errors import UsageError
 from overnight.isolation import secrets
 from overnight.isolation.redact import Redactor, proposer_key_env
 from overnight.proposers.base import BaseProposer, Context
-from overnight.proposers.describe import describe
+from overnight.proposers.describe import describe, knob_change, repeats
 from overnight.proposers.llm.budget import TokenCounter, Window, discover, is_local, output_room
 from overnight.proposers.llm.edits import EditError
 from overnight.proposers.llm.formats import (
@@ -65,6 +65,9 @@ REPAIR = """\
 Your reply could not be used, so nothing was applied: {error}
 Reply again, in the required format and nothing else, with a corrected version of the \
 same idea{extra}."""
+REPEATED = """\
+Your change was not applied: {error}. Reply again, in the required format and nothing \
+else, with a different change{extra}."""
 
 
 def missing_key_message(cfg_name: str, provider: str, key_env: str) -> str:
@@ -263,6 +266,8 @@ class LLMProposer(BaseProposer):
             proposal = self._repair(ctx, fmt, request, done, proposal, meta, calls)
         self._account(proposal, calls, meta)
         meta.pop("repairable", None)
+        if not meta.get("repeat"):
+            meta.pop("repeat", None)
         meta["seconds"] = round(time.monotonic() - started, 2)
         return proposal
 
@@ -366,15 +371,24 @@ class LLMProposer(BaseProposer):
         hypothesis = one_line(fields.get("HYPOTHESIS", ""), 500)
         description = one_line(fields.get("DESCRIPTION") or hypothesis or "llm edit", 120)
         if parsed is not None and parsed.files:
-            # A small model's description is often not about its edit at all: then the
-            # edit describes itself (the model's words stay in the hypothesis and reply).
-            description = one_line(describe(description, ctx.surface, parsed.files), 120)
+            # A knob change is described exactly (`LR 0.04 → 0.031`, as tune's are); another
+            # edit by the model, unless its description is not about the edit at all (small
+            # models), then by the edit. The model's words stay in the hypothesis and reply.
+            change = knob_change(ctx.surface, parsed.files)
+            description = one_line(change or describe(description, ctx.surface, parsed.files),
+                                   120)  # fmt: skip
+            # With run-ahead, a proposal made while another runs is often that very change
+            # (a weak model ignores the in-flight list): worth a repair turn, not a run.
+            if change:
+                error = repeats(change, ctx.in_flight, ctx.history, ctx.best_experiment)
+                meta["repeat"] = meta["repairable"] = bool(error)
         meta["format_ok"] = parsed is not None
         return Proposal(
             files=parsed.files if parsed is not None else {}, description=description,
             rationale=fields.get("RATIONALE", ""), hypothesis=hypothesis, prompt=prompt,
             response=done.text, proposer=self.name, meta=meta,
-            invalid_reason=f"unusable {fmt.name} reply: {error}" if error else None,
+            invalid_reason=(None if not error else f"repeated change: {error}"
+                            if meta.get("repeat") else f"unusable {fmt.name} reply: {error}"),
         )  # fmt: skip
 
     def _cut_off(self, done: Completion, request: Request) -> str:
@@ -399,7 +413,8 @@ class LLMProposer(BaseProposer):
         error = (failed.invalid_reason or "").split(": ", 1)[-1]
         echo = first.text if len(first.text) <= ECHO_CHARS else first.text[:ECHO_CHARS] + "\n…"
         extra = " (one JSON object)" if fmt.structured else ""
-        turns = [("assistant", echo), ("user", REPAIR.format(error=error, extra=extra))]
+        template = REPEATED if meta.get("repeat") else REPAIR
+        turns = [("assistant", echo), ("user", template.format(error=error, extra=extra))]
         planned = self.plan(ctx, fmt, tuple(t for _, t in turns))
         if planned is None:
             return failed
