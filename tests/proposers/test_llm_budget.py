@@ -394,7 +394,8 @@ def test_a_change_already_in_flight_or_measured_gets_a_turn_asking_for_another()
     assert p.files["train.py"] == TRAIN.replace("HIDDEN = 4", "HIDDEN = 8")
     assert p.description == "HIDDEN 4 → 8" and "repeat" not in p.meta
     assert p.meta["repair"]["ok"] is True
-    assert "repeats experiment 3, which is being measured now" in p.meta["repair"]["error"]
+    assert "experiment 3 (being measured now) already makes this change" in (
+        p.meta["repair"]["error"])
     turn = server.requests[1].body["messages"][-1]["content"]
     assert "with a different change" in turn and "LEARNING_RATE 0.001 → 0.01" in turn
     # Measured since the best, and repeated again after the turn: invalid, saying why.
@@ -414,3 +415,14 @@ def test_a_change_already_in_flight_or_measured_gets_a_turn_asking_for_another()
         p = llm.propose(context(history))
         llm.close()
     assert p.invalid_reason is None and len(server.requests) == 1
+    # Part of a change in flight is a repeat too (nothing would be left once it lands); an
+    # invalid experiment's change was never measured.
+    ctx = context(history)
+    ctx.in_flight = [{"experiment": 5, "description": "LEARNING_RATE 0.001 → 0.01, HIDDEN 4 → 2"}]
+    history[1].description, history[1].status = "HIDDEN 4 → 8", "invalid"
+    with FakeLLM([knob_json(), knob_json("HIDDEN", 8)], flavor="llama.cpp") as server:
+        llm = proposer(server.openai_url, formats=["json"])
+        p = llm.propose(ctx)
+        llm.close()
+    assert p.invalid_reason is None and p.description == "HIDDEN 4 → 8"
+    assert "experiment 5 (being measured now)" in p.meta["repair"]["error"]

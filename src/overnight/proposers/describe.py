@@ -159,19 +159,35 @@ def knob_change(before: dict[str, str], after: dict[str, str]) -> str | None:
     return ", ".join(moves)
 
 
+_MOVE = re.compile(r"^(\S+) (\S+) → (\S+)$")
+
+
+def _moves(change: str) -> dict[str, str] | None:
+    """{knob: new value} of a knob change as knob_change writes it; None for other text."""
+    out = {}
+    for part in change.split(", "):
+        m = _MOVE.match(part)
+        if m is None:
+            return None
+        out[m.group(1)] = m.group(3)
+    return out or None
+
+
 def repeats(change: str, in_flight: list[dict[str, Any]], history: list[ExperimentRecord],
             best: int) -> str:  # fmt: skip
-    """Why the knob change `change` (as knob_change writes it) repeats a change in flight, or
-    one measured since the current best: "" when it does not."""
+    """Why the knob change `change` (as knob_change writes it) is not worth a run: a change
+    in flight sets these knobs to these values already (once it lands, nothing would be
+    left to measure), or the same change was measured since the current best. "" if not."""
+    mine = _moves(change) or {}
     for entry in in_flight:
-        if entry.get("description") == change:
+        theirs = _moves(str(entry.get("description", ""))) or {}
+        if mine and all(theirs.get(k) == v for k, v in mine.items()):
             n = entry.get("experiment")
-            where = (f"experiment {n}, which is being measured now" if n
-                     else "a proposal already waiting for a slot")  # fmt: skip
-            return f"it repeats {where} ({change})"
+            where = f"experiment {n} (being measured now)" if n else "a proposal waiting to run"
+            return f"{where} already makes this change ({entry.get('description')})"
     for rec in reversed(history):
         if rec.experiment <= best:
             break
-        if rec.description == change:
+        if rec.description == change and rec.status not in ("invalid", None):
             return f"it repeats experiment {rec.experiment}, already measured ({rec.status})"
     return ""
