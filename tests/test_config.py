@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from overnight.cli.templates import render_config, render_program
-from overnight.config import (
-    Config,
-    config_from_dict,
-    load_config,
-    match_any,
-    parse_duration,
-    resolve_surface,
-)
+from overnight.config import Config, config_from_dict, load_config, resolve_surface
 from overnight.errors import ConfigError, UsageError
+from overnight.values import match_any, parse_duration
 
 BASE = """\
 [study]

@@ -7,13 +7,11 @@ the key in TOML form (`[study].budget`, `[[constraint]][0].max`) and what was ex
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tomllib
 import typing
 from collections.abc import Callable, Iterable
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,70 +30,14 @@ from pydantic import (
 
 from overnight.errors import ConfigError
 from overnight.proposers.tune.spec import parse_spec
+from overnight.values import in_units, match_any, normalize_pattern, parse_amount, parse_duration
 
 CONFIG_FILE = "overnight.toml"
-DURATION_HINT = "expected a duration like '90s', '5m' or '1h30m'"
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+", re.IGNORECASE)
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
 # The study name becomes the ref component in `overnight/<name>`; git refuses the rest.
 _BRANCH_NAME = re.compile(r"^(?!.*\.\.)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9_.-]*(?<!\.)$")
 _PLUGIN_KIND = re.compile(r"^[A-Za-z_][\w.-]*(:[A-Za-z_][\w.]*)?$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?)?$", re.IGNORECASE)
-_SIZE_PARTS = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds in `value`: a bare number of seconds or a string like "90s", "5m", "1h30m"."""
-    seconds = math.nan
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif _DURATION.fullmatch(text):
-            seconds = sum(
-                float(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION_PART.findall(text)
-            )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(DURATION_HINT)
-    return seconds
-
-
-def parse_size(text: str) -> int:
-    """Bytes in "512M", "8G", "1.5g", "100000" (binary units)."""
-    match = _SIZE_PARTS.match(text.strip())
-    if not match:
-        raise ValueError(f"not a size: {text!r}")
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
-
-
-def _normalize_pattern(pattern: str) -> str:
-    pattern = pattern.strip()
-    while pattern.startswith("./"):
-        pattern = pattern[2:]
-    return pattern.rstrip("/")
-
-
-def _match_parts(pattern: list[str], parts: list[str]) -> bool:
-    # Matching a leading run of directories is enough: a directory covers what is below it.
-    if not pattern:
-        return True
-    if pattern[0] == "**":
-        return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
-    return (
-        bool(parts) and fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
-    )
-
-
-def match_any(path: str, patterns: Iterable[str]) -> bool:
-    """Whether repo-relative `path` matches a glob, per path segment (`*` stays inside one
-    directory, `**` spans any number), or lies below a matching directory, as in .gitignore."""
-    parts = _normalize_pattern(path).split("/")
-    return any(_match_parts(_normalize_pattern(p).split("/"), parts) for p in patterns if p.strip())
 
 
 def _must(ok: Callable[[Any], object], expected: str) -> AfterValidator:
@@ -149,29 +91,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def parse_amount(value: Any) -> float | str:
-    """An amount in the metric's units (a number >= 0) or relative to a value ("0.5%")."""
-    hint = 'expected a number >= 0 or a percentage like "0.5%"'
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(hint)
-    text = str(value).strip()
-    number = text.removesuffix("%").strip()
-    try:
-        amount = float(number)
-    except ValueError:
-        raise ValueError(hint) from None
-    if not math.isfinite(amount) or amount < 0:
-        raise ValueError(hint)
-    return f"{number}%" if text.endswith("%") else amount
-
-
-def in_units(amount: float | str, reference: float) -> float:
-    """`amount` (see `parse_amount`) in the metric's units, a percentage taken of `reference`."""
-    if isinstance(amount, str):
-        return float(amount[:-1]) / 100.0 * abs(reference)
-    return float(amount)
-
-
 class StudyConfig(_Section):
     name: BranchName
     instructions: str = "program.md"
@@ -188,7 +107,7 @@ class StudyConfig(_Section):
     @field_validator("surface", "protect")
     @classmethod
     def _relative(cls, value: list[str]) -> list[str]:
-        out = [_normalize_pattern(p) for p in value]
+        out = [normalize_pattern(p) for p in value]
         for norm, given in zip(out, value, strict=True):
             if not norm or norm.startswith("/") or ".." in norm.split("/"):
                 raise ValueError(f"expected paths relative to the repo root, got {given!r}")
@@ -491,13 +410,13 @@ def resolve_surface(
 ) -> list[str]:
     """The tracked files the surface globs name, sorted; a glob that names none is an error.
     `root` (default: the cwd) is only looked at to explain a miss: untracked or absent."""
-    files = sorted({_normalize_pattern(t) for t in tracked})
+    files = sorted({normalize_pattern(t) for t in tracked})
     base = Path.cwd() if root is None else Path(root)
     found: set[str] = set()
     for pattern in patterns:
         hits = [f for f in files if match_any(f, [pattern])]
         if not hits:
-            norm = _normalize_pattern(pattern)
+            norm = normalize_pattern(pattern)
             why = f"`{norm}` does not exist"
             if norm and not norm.startswith("/") and any(base.glob(norm)):
                 why = f"`{norm}` exists but is not tracked by git; `git add` and commit it first"

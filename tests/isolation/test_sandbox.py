@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from conftest import git, make_repo, run_cli, write_script
 
-from overnight.config import SandboxConfig, parse_size
+from overnight.config import SandboxConfig
 from overnight.errors import UsageError
 from overnight.isolation.runner import RunOutcome, run_command
 from overnight.isolation.sandbox import Limits, Sandbox, find_bwrap
+from overnight.values import parse_size
 
 PY = sys.executable
 

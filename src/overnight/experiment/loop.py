@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from overnight.config import parse_size
 from overnight.errors import FlagSource, OvernightError, UsageError
 from overnight.executors.registry import make_executor
 from overnight.experiment import stopping
@@ -41,6 +40,7 @@ from overnight.store.ledger import Ledger
 from overnight.store.lock import study_lock
 from overnight.store.records import ExperimentRecord, Proposal
 from overnight.store.study import Study, status_of
+from overnight.values import parse_size
 
 
 @dataclass

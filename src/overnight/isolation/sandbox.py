@@ -34,10 +34,11 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from overnight.config import SandboxConfig, parse_size
+from overnight.config import SandboxConfig
 from overnight.errors import UsageError
 from overnight.isolation.capture import LOG_CAP, human
 from overnight.isolation.runner import AUTO_MEMORY_SHARE, auto_memory_limit
+from overnight.values import parse_size
 
 INSTALL = (
     "install bubblewrap: `sudo apt-get install bubblewrap` (Debian/Ubuntu), "
